@@ -1,0 +1,557 @@
+"""Stack configuration, validated into one typed `Settings` object.
+
+Every key lives in the `msr-cache:` namespace. Scalar keys and their defaults are
+declared once, in Pulumi.yaml (the Pulumi CLI enforces their types); this module
+reads those defaults from there, so the program, the tests and the CLI agree.
+The object keys `tls` and `storage` cannot be declared in Pulumi.yaml, so their
+defaults are the field defaults below.
+
+All problems are collected and reported together, each naming its key and the
+expected form, before any resource is registered. Secret values (private keys)
+are held as `SecretStr` and never appear in an error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+)
+from pydantic.alias_generators import to_camel
+
+from components import certs
+
+NAMESPACE = "msr-cache"
+PROJECT_FILE = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
+
+# ---------------------------------------------------------------------------
+# Forms of single values. Each validator raises ValueError("expected ...");
+# the message is what the operator reads after the key name.
+# ---------------------------------------------------------------------------
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+_NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+_LABEL_KEY_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$")
+_SERVICE_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
+_DURATION_RE = re.compile(r"^[1-9][0-9]{0,17}(ns|us|ms|s|m|h)$")
+_VOLUME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Docker image reference (distribution/reference grammar, simplified), which
+# must carry a tag or a digest so that a deploy never floats to `latest`.
+_IMAGE_RE = re.compile(
+    r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+
+
+def is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def is_fqdn(value: str) -> bool:
+    """A dotted DNS name (not an IP): what a client can resolve from anywhere."""
+    return "." in value and not is_ip(value) and bool(_HOSTNAME_RE.match(value))
+
+
+def _host(value: str) -> str:
+    if is_ip(value):
+        return value
+    if len(value) > 253 or not _HOSTNAME_RE.match(value):
+        raise ValueError("expected a DNS host name or an IP address, without scheme, port or path")
+    return value
+
+
+def _node(value: str) -> str:
+    if not _NODE_RE.match(value):
+        raise ValueError("expected a Swarm node hostname or node ID")
+    return value
+
+
+def _label_key(value: str) -> str:
+    if not _LABEL_KEY_RE.match(value):
+        raise ValueError(
+            "expected a node label key of lower-case letters, digits, '.', '-' or '_' "
+            "(dtr.cache for MSR 2, msr.cache for MSR 3)"
+        )
+    return value
+
+
+def _image(value: str) -> str:
+    m = _IMAGE_RE.match(value)
+    if not m or not (m.group("tag") or m.group("digest")):
+        raise ValueError(
+            "expected an image reference pinned by tag or digest, "
+            "e.g. mirantis/dtr-content-cache:2.8.2"
+        )
+    return value
+
+
+def _duration(value: str) -> str:
+    if not _DURATION_RE.match(value):
+        raise ValueError("expected a positive integer followed by ns, us, ms, s, m or h, e.g. 24h")
+    return value
+
+
+def _service_name(value: str) -> str:
+    if value and not _SERVICE_RE.match(value):
+        raise ValueError(
+            "expected a Swarm service name of letters, digits, '-', '_' or '.' (at most 63), "
+            "or empty for msr-cache-<stack>"
+        )
+    return value
+
+
+def _volume_name(value: str) -> str:
+    if value and not _VOLUME_RE.match(value):
+        raise ValueError("expected a Docker volume name of letters, digits, '_', '.' or '-'")
+    return value
+
+
+def _ca_pem(value: str) -> str:
+    if value:
+        try:
+            for cert in certs.load_certificates(value):
+                if certs.is_expired(cert):
+                    raise ValueError("holds an expired certificate; expected a valid PEM CA certificate")
+        except certs.PemError as exc:
+            raise ValueError(f"{exc}; expected PEM certificate text") from None
+    return value
+
+
+Host = Annotated[str, AfterValidator(_host)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+NodeName = Annotated[str, AfterValidator(_node)]
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+Image = Annotated[str, AfterValidator(_image)]
+Duration = Annotated[str, AfterValidator(_duration)]
+ServiceName = Annotated[str, AfterValidator(_service_name)]
+VolumeName = Annotated[str, AfterValidator(_volume_name)]
+CaPem = Annotated[str, AfterValidator(_ca_pem)]
+IpAddress = Annotated[str, AfterValidator(lambda v: v if is_ip(v) else _raise("expected an IP address"))]
+DnsName = Annotated[str, AfterValidator(lambda v: v if not is_ip(v) and _HOSTNAME_RE.match(v) else _raise("expected a DNS name"))]
+
+
+def _raise(message: str) -> Any:
+    raise ValueError(message)
+
+
+class _Model(BaseModel):
+    # Keys are camelCase in stack config, snake_case in Python.
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class TlsSettings(_Model):
+    """`msr-cache:tls`: where the cache's key and certificate come from."""
+
+    mode: Literal["selfSigned", "caSigned", "provided"] = "selfSigned"
+    key_algorithm: Literal["RSA", "ECDSA"] = "RSA"
+    rsa_bits: Literal[2048, 3072, 4096] = 4096
+    validity_hours: Annotated[int, Field(ge=24, le=87600)] = 8760
+    dns_names: list[DnsName] = []
+    ip_addresses: list[IpAddress] = []
+    # caSigned: the internal CA that signs the cache certificate.
+    ca_cert_pem: str | None = None
+    ca_key_pem: SecretStr | None = None
+    # provided: the operator's own certificate, key and intermediate chain.
+    cert_pem: str | None = None
+    key_pem: SecretStr | None = None
+    chain_pem: str | None = None
+
+
+class StorageSettings(_Model):
+    """`msr-cache:storage`: where cached layers live."""
+
+    mode: Literal["container", "volume"] = "container"
+    volume_name: VolumeName = ""
+    driver: Annotated[str, Field(min_length=1, max_length=128)] = "local"
+    driver_opts: dict[str, str] = {}
+
+
+class Settings(_Model):
+    msr_host: Host
+    msr_port: Port
+    msr_ca_cert: CaPem
+    fetch_msr_ca: bool
+    cache_host: Host
+    cache_port: Port
+    cache_node: NodeName
+    node_label: LabelKey
+    image: Image
+    blob_ttl: Duration
+    log_level: Literal["error", "warn", "info", "debug"]
+    publish_mode: Literal["ingress", "host"]
+    service_name: ServiceName
+    tls: TlsSettings = TlsSettings()
+    storage: StorageSettings = StorageSettings()
+
+    @property
+    def upstream_url(self) -> str:
+        return f"https://{_url_host(self.msr_host)}:{self.msr_port}"
+
+    @property
+    def cache_url(self) -> str:
+        """The URL clients use: http.host in config.yml and the stack's cacheUrl."""
+        port = "" if self.cache_port == 443 else f":{self.cache_port}"
+        return f"https://{_url_host(self.cache_host)}{port}"
+
+    def effective_service_name(self, stack: str) -> str:
+        return self.service_name or f"msr-cache-{stack}"
+
+    def effective_volume_name(self, stack: str) -> str:
+        return self.storage.volume_name or f"{self.effective_service_name(stack)}-data"
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+# Keys whose values may be echoed in an error (never the tls object: it holds keys).
+_ECHO_SAFE = {
+    "msrHost", "msrPort", "fetchMsrCa", "cacheHost", "cachePort", "cacheNode", "nodeLabel",
+    "image", "blobTtl", "logLevel", "publishMode", "serviceName",
+    "tls.mode", "tls.keyAlgorithm", "tls.rsaBits", "tls.validityHours",
+    "storage.mode", "storage.volumeName", "storage.driver",
+}  # fmt: skip
+
+# The expected form per key, for pydantic's own errors (missing, wrong type,
+# not one of the choices), which do not know our vocabulary.
+_FORMS = {
+    "msrHost": "MSR's host name or IP address, e.g. msr.example.com",
+    "msrPort": "an integer from 1 to 65535",
+    "cachePort": "an integer from 1 to 65535",
+    "fetchMsrCa": "true or false",
+    "cacheHost": "the host name clients use for the cache, e.g. cache-asia.example.com",
+    "cacheNode": "the hostname of the Swarm node that runs the cache (see docker node ls)",
+    "logLevel": "one of error, warn, info, debug",
+    "publishMode": "one of ingress, host",
+    "tls": "an object with mode selfSigned, caSigned or provided (see README)",
+    "tls.mode": "one of selfSigned, caSigned, provided",
+    "tls.keyAlgorithm": "one of RSA, ECDSA",
+    "tls.rsaBits": "one of 2048, 3072, 4096",
+    "tls.validityHours": "an integer number of hours from 24 to 87600",
+    "tls.dnsNames": "a list of DNS names",
+    "tls.ipAddresses": "a list of IP addresses",
+    "storage": "an object with mode container or volume (see README)",
+    "storage.mode": "one of container, volume",
+    "storage.driver": "a Docker volume driver name, e.g. local",
+    "storage.driverOpts": "a map of option names to string values",
+}
+
+_OBJECT_KEYS = ("tls", "storage")
+_SECRET_PATHS = {"tls.caKeyPem": "tls.caKeyPem", "tls.keyPem": "tls.keyPem"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str  # path below the namespace, e.g. "tls.mode"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{NAMESPACE}:{self.key}: {self.message}"
+
+
+class SettingsError(Exception):
+    """The stack configuration is invalid; `problems` lists every reason."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(
+            f"The stack configuration is invalid ({len(problems)} {noun}):\n{lines}\n"
+            f"Set values with `pulumi config set <key> <value>` (or --path for tls.* and "
+            f"storage.*); README.md lists every key."
+        )
+
+
+@cache
+def project_defaults() -> dict[str, Any]:
+    """Defaults declared in Pulumi.yaml's `config:` block, by key."""
+    with PROJECT_FILE.open(encoding="utf-8") as fh:
+        declared = (yaml.safe_load(fh) or {}).get("config", {})
+    return {key: spec["default"] for key, spec in declared.items() if "default" in spec}
+
+
+def known_keys() -> set[str]:
+    with PROJECT_FILE.open(encoding="utf-8") as fh:
+        declared = (yaml.safe_load(fh) or {}).get("config", {})
+    return set(declared) | set(_OBJECT_KEYS)
+
+
+def parse_settings(
+    raw: Mapping[str, Any],
+    secret_keys: frozenset[str] = frozenset(),
+    now: dt.datetime | None = None,
+) -> Settings:
+    """Validate raw stack values (key -> value, without namespace) into Settings.
+
+    `secret_keys` are the keys the operator stored as Pulumi secrets; private keys
+    given in plain text are refused so they never sit unencrypted in a stack file.
+    Raises SettingsError listing every problem.
+    """
+    problems: list[Problem] = []
+    known = known_keys()
+    for key in sorted(set(raw) - known):
+        hint = difflib.get_close_matches(key, sorted(known), n=1)
+        tip = f"; did you mean {hint[0]}?" if hint else f"; expected one of {', '.join(sorted(known))}"
+        problems.append(Problem(key, f"is not a setting of this program{tip}"))
+
+    values = {**project_defaults(), **{k: v for k, v in raw.items() if k in known}}
+    for key in _OBJECT_KEYS:
+        if values.get(key) is None:
+            values.pop(key, None)
+    try:
+        settings: Settings | None = Settings.model_validate(values)
+    except ValidationError as exc:
+        settings = None
+        problems.extend(_from_pydantic(exc, values))
+
+    if settings is not None:
+        problems.extend(_cross_checks(settings, now))
+    tls_raw = raw.get("tls")
+    if isinstance(tls_raw, Mapping):
+        for field in ("caKeyPem", "keyPem"):
+            if tls_raw.get(field) and "tls" not in secret_keys:
+                problems.append(
+                    Problem(
+                        f"tls.{field}",
+                        "is stored in plain text; expected a Pulumi secret: "
+                        f"pulumi config set --secret --path tls.{field} < key.pem",
+                    )
+                )
+    if problems:
+        raise SettingsError(problems)
+    assert settings is not None
+    return settings
+
+
+def _from_pydantic(exc: ValidationError, values: Mapping[str, Any]) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        key = ".".join(str(part) for part in err["loc"])
+        base = re.sub(r"\.\d+$", "", key)  # tls.dnsNames.0 -> tls.dnsNames
+        form: str | None = _FORMS.get(base)
+        if err["type"] == "missing":
+            message = "is required"
+        elif err["type"] == "extra_forbidden":
+            message, form = "is not a known field", _FORMS.get(key.rsplit(".", 1)[0])
+        elif err["type"] == "value_error":
+            # Our validators say "expected <form>" or describe the fault themselves.
+            text = str(err["msg"]).removeprefix("Value error, ")
+            if text.startswith("expected "):
+                message, form = "is not valid", text.removeprefix("expected ")
+            else:
+                message, form = text, None
+        else:
+            message, form = "is not valid", form or str(err["msg"])
+        if form:
+            message += f"; expected {form}"
+        shown = _lookup(values, key) if key in _ECHO_SAFE else None
+        if shown is not None:
+            message += f" (got {str(shown)[:80]!r})"
+        problems.append(Problem(key, message))
+    return problems
+
+
+def _lookup(values: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = values
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _cross_checks(s: Settings, now: dt.datetime | None) -> list[Problem]:
+    problems: list[Problem] = []
+    if s.fetch_msr_ca and s.msr_ca_cert:
+        problems.append(
+            Problem("fetchMsrCa", "is true while msrCaCert is set; expected only one of the two")
+        )
+    problems.extend(_tls_checks(s, now))
+    if s.storage.mode == "container" and (s.storage.volume_name or s.storage.driver_opts):
+        problems.append(
+            Problem("storage.mode", "is container, but volume settings are given; expected mode volume")
+        )
+    return problems
+
+
+_MODE_FIELDS = {
+    "selfSigned": set(),
+    "caSigned": {"ca_cert_pem", "ca_key_pem"},
+    "provided": {"cert_pem", "key_pem", "chain_pem"},
+}
+_MATERIAL = ("ca_cert_pem", "ca_key_pem", "cert_pem", "key_pem", "chain_pem")
+
+
+def _tls_checks(s: Settings, now: dt.datetime | None) -> list[Problem]:
+    tls = s.tls
+    problems: list[Problem] = []
+    for field in _MATERIAL:
+        if getattr(tls, field) and field not in _MODE_FIELDS[tls.mode]:
+            users = [m for m, fs in _MODE_FIELDS.items() if field in fs]
+            problems.append(
+                Problem(
+                    f"tls.{to_camel(field)}",
+                    f"is only used with tls.mode {users[0]}; tls.mode is {tls.mode}",
+                )
+            )
+    if tls.mode == "caSigned":
+        problems.extend(_check_ca(tls, now))
+    elif tls.mode == "provided":
+        problems.extend(_check_provided(s, now))
+    return problems
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value else ""
+
+
+def _check_pem(
+    key: str, loader: Callable[[str], Any], text: str, problems: list[Problem], form: str
+) -> Any:
+    if not text:
+        problems.append(Problem(key, f"is required for this tls.mode; expected {form}"))
+        return None
+    try:
+        return loader(text)
+    except certs.PemError as exc:
+        problems.append(Problem(key, f"{exc}; expected {form}"))
+        return None
+
+
+def _check_ca(tls: TlsSettings, now: dt.datetime | None) -> list[Problem]:
+    problems: list[Problem] = []
+    ca_certs = _check_pem(
+        "tls.caCertPem", certs.load_certificates, tls.ca_cert_pem or "", problems,
+        "the internal CA's PEM certificate",
+    )  # fmt: skip
+    ca_key = _check_pem(
+        "tls.caKeyPem", certs.load_private_key, _secret(tls.ca_key_pem), problems,
+        "the internal CA's unencrypted PEM private key, set as a secret",
+    )  # fmt: skip
+    if ca_certs:
+        ca = ca_certs[0]
+        if not certs.is_ca(ca):
+            problems.append(
+                Problem("tls.caCertPem", "is not a CA certificate (basicConstraints CA:TRUE missing)")
+            )
+        if certs.is_expired(ca, now):
+            problems.append(Problem("tls.caCertPem", "has expired; expected a CA valid now"))
+        if ca_key is not None and not certs.key_matches_certificate(ca_key, ca):
+            problems.append(Problem("tls.caKeyPem", "does not match tls.caCertPem"))
+    return problems
+
+
+def _check_provided(s: Settings, now: dt.datetime | None) -> list[Problem]:
+    tls = s.tls
+    problems: list[Problem] = []
+    chain = _check_pem(
+        "tls.certPem", certs.load_certificates, tls.cert_pem or "", problems,
+        "the cache's PEM certificate",
+    )  # fmt: skip
+    key = _check_pem(
+        "tls.keyPem", certs.load_private_key, _secret(tls.key_pem), problems,
+        "the cache's unencrypted PEM private key, set as a secret",
+    )  # fmt: skip
+    intermediates = []
+    if tls.chain_pem:
+        intermediates = _check_pem(
+            "tls.chainPem", certs.load_certificates, tls.chain_pem, problems,
+            "the intermediate CA certificate(s) in PEM",
+        ) or []  # fmt: skip
+    if chain:
+        leaf = chain[0]
+        if key is not None and not certs.key_matches_certificate(key, leaf):
+            problems.append(Problem("tls.keyPem", "does not match tls.certPem"))
+        if not certs.covers_host(leaf, s.cache_host):
+            dns, ips = certs.subject_alt_names(leaf)
+            names = ", ".join(dns + ips) or "none"
+            problems.append(
+                Problem(
+                    "tls.certPem",
+                    f"does not cover cacheHost {s.cache_host} (its subject alternative names: "
+                    f"{names}); expected a certificate whose SANs include cacheHost",
+                )
+            )
+        if certs.is_expired(leaf, now):
+            problems.append(
+                Problem("tls.certPem", f"expired on {certs.not_after(leaf):%Y-%m-%d}; expected a valid certificate")
+            )
+        if intermediates and leaf.issuer != intermediates[0].subject:
+            problems.append(
+                Problem("tls.chainPem", "does not start with the issuer of tls.certPem; expected the intermediate that signed it first")
+            )
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# Reading from Pulumi config
+# ---------------------------------------------------------------------------
+
+
+def raw_from_pulumi_config() -> tuple[dict[str, Any], frozenset[str]]:
+    """Every `msr-cache:` key the stack sets (decoded), and which are secrets.
+
+    Read raw rather than through typed getters so that a wrong type becomes one
+    of the listed problems instead of the first exception.
+    """
+    import json
+
+    from pulumi.runtime import config as rc
+
+    merged = {**rc.get_config_env(), **rc.CONFIG.get()}
+    # A program run gets its secret keys in PULUMI_CONFIG_SECRET_KEYS; the mocks
+    # (set_all_config) keep them in-process. Both count.
+    secret_env = set(rc.get_config_secret_keys_env())
+    prefix = f"{NAMESPACE}:"
+    raw: dict[str, Any] = {}
+    secret: set[str] = set()
+    for full_key in merged:
+        if not full_key.startswith(prefix):
+            continue
+        key = full_key[len(prefix) :]
+        value = rc.get_config(full_key)
+        if key in _OBJECT_KEYS and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass  # reported by validation as "not a valid object"
+        raw[key] = value
+        if full_key in secret_env or rc.is_config_secret(full_key):
+            secret.add(key)
+    return raw, frozenset(secret)
+
+
+def load_settings() -> Settings:
+    """Settings for the running stack; raises pulumi.RunError (no traceback) when invalid."""
+    import pulumi
+
+    raw, secret_keys = raw_from_pulumi_config()
+    try:
+        return parse_settings(raw, secret_keys)
+    except SettingsError as exc:
+        raise pulumi.RunError(str(exc)) from None

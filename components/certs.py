@@ -55,9 +55,7 @@ def key_matches_certificate(
     """True when the certificate carries the public half of this key."""
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     der = serialization.Encoding.DER
-    return bool(
-        key.public_key().public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
-    )
+    return bool(key.public_key().public_bytes(der, spki) == cert.public_key().public_bytes(der, spki))
 
 
 def subject_alt_names(cert: x509.Certificate) -> tuple[list[str], list[str]]:
@@ -109,7 +107,7 @@ def not_after(cert: x509.Certificate) -> dt.datetime:
 
 
 def is_expired(cert: x509.Certificate, now: dt.datetime | None = None) -> bool:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return cert.not_valid_after_utc <= now
 
 

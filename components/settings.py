@@ -101,8 +101,7 @@ def _image(value: str) -> str:
     m = _IMAGE_RE.match(value)
     if not m or not (m.group("tag") or m.group("digest")):
         raise ValueError(
-            "expected an image reference pinned by tag or digest, "
-            "e.g. mirantis/dtr-content-cache:2.8.2"
+            "expected an image reference pinned by tag or digest, e.g. mirantis/dtr-content-cache:2.8.2"
         )
     return value
 
@@ -149,7 +148,10 @@ ServiceName = Annotated[str, AfterValidator(_service_name)]
 VolumeName = Annotated[str, AfterValidator(_volume_name)]
 CaPem = Annotated[str, AfterValidator(_ca_pem)]
 IpAddress = Annotated[str, AfterValidator(lambda v: v if is_ip(v) else _raise("expected an IP address"))]
-DnsName = Annotated[str, AfterValidator(lambda v: v if not is_ip(v) and _HOSTNAME_RE.match(v) else _raise("expected a DNS name"))]
+DnsName = Annotated[
+    str,
+    AfterValidator(lambda v: v if not is_ip(v) and _HOSTNAME_RE.match(v) else _raise("expected a DNS name")),
+]
 
 
 def _raise(message: str) -> Any:
@@ -158,9 +160,7 @@ def _raise(message: str) -> Any:
 
 class _Model(BaseModel):
     # Keys are camelCase in stack config, snake_case in Python.
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 class TlsSettings(_Model):
@@ -388,9 +388,7 @@ def _lookup(values: Mapping[str, Any], dotted: str) -> Any:
 def _cross_checks(s: Settings, now: dt.datetime | None) -> list[Problem]:
     problems: list[Problem] = []
     if s.fetch_msr_ca and s.msr_ca_cert:
-        problems.append(
-            Problem("fetchMsrCa", "is true while msrCaCert is set; expected only one of the two")
-        )
+        problems.append(Problem("fetchMsrCa", "is true while msrCaCert is set; expected only one of the two"))
     problems.extend(_tls_checks(s, now))
     if s.storage.mode == "container" and (s.storage.volume_name or s.storage.driver_opts):
         problems.append(
@@ -430,9 +428,7 @@ def _secret(value: SecretStr | None) -> str:
     return value.get_secret_value() if value else ""
 
 
-def _check_pem(
-    key: str, loader: Callable[[str], Any], text: str, problems: list[Problem], form: str
-) -> Any:
+def _check_pem(key: str, loader: Callable[[str], Any], text: str, problems: list[Problem], form: str) -> Any:
     if not text:
         problems.append(Problem(key, f"is required for this tls.mode; expected {form}"))
         return None
@@ -477,7 +473,7 @@ def _check_provided(s: Settings, now: dt.datetime | None) -> list[Problem]:
         "tls.keyPem", certs.load_private_key, _secret(tls.key_pem), problems,
         "the cache's unencrypted PEM private key, set as a secret",
     )  # fmt: skip
-    intermediates = []
+    intermediates: list[Any] = []
     if tls.chain_pem:
         intermediates = _check_pem(
             "tls.chainPem", certs.load_certificates, tls.chain_pem, problems,
@@ -499,11 +495,18 @@ def _check_provided(s: Settings, now: dt.datetime | None) -> list[Problem]:
             )
         if certs.is_expired(leaf, now):
             problems.append(
-                Problem("tls.certPem", f"expired on {certs.not_after(leaf):%Y-%m-%d}; expected a valid certificate")
+                Problem(
+                    "tls.certPem",
+                    f"expired on {certs.not_after(leaf):%Y-%m-%d}; expected a valid certificate",
+                )
             )
         if intermediates and leaf.issuer != intermediates[0].subject:
             problems.append(
-                Problem("tls.chainPem", "does not start with the issuer of tls.certPem; expected the intermediate that signed it first")
+                Problem(
+                    "tls.chainPem",
+                    "does not start with the issuer of tls.certPem; "
+                    "expected the intermediate that signed it first",
+                )
             )
     return problems
 
@@ -519,6 +522,7 @@ def raw_from_pulumi_config() -> tuple[dict[str, Any], frozenset[str]]:
     Read raw rather than through typed getters so that a wrong type becomes one
     of the listed problems instead of the first exception.
     """
+    import contextlib
     import json
 
     from pulumi.runtime import config as rc
@@ -536,10 +540,9 @@ def raw_from_pulumi_config() -> tuple[dict[str, Any], frozenset[str]]:
         key = full_key[len(prefix) :]
         value = rc.get_config(full_key)
         if key in _OBJECT_KEYS and isinstance(value, str):
-            try:
+            # Not JSON: left as text, which validation reports as "not an object".
+            with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(value)
-            except json.JSONDecodeError:
-                pass  # reported by validation as "not a valid object"
         raw[key] = value
         if full_key in secret_env or rc.is_config_secret(full_key):
             secret.add(key)

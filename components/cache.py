@@ -1,0 +1,115 @@
+"""One MSR content cache: the labelled node, TLS, Swarm files and the service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from components import certs
+from components.node import LabelledNode, LabelledNodeArgs
+from components.node_label import DockerConnection
+from components.service import CacheService, CacheServiceArgs
+from components.settings import Settings
+from components.swarm_files import CacheFiles, CacheFilesArgs
+from components.tls import CacheTls, CacheTlsArgs
+
+LABEL_PREFIX = "com.mirantis.msr-cache"
+
+
+@dataclass
+class MsrCacheArgs:
+    settings: Settings
+    """Validated stack settings."""
+    stack: str
+    """Stack name: names the service by default and labels every Swarm object."""
+    msr_ca_pem: str | None
+    """MSR's CA (given or fetched); None when MSR is publicly trusted."""
+    connection: DockerConnection
+    """How the node-label provider reaches the Swarm manager."""
+
+
+class MsrCache(pulumi.ComponentResource):
+    """Everything the manual procedure makes, for one cache."""
+
+    cache_url: pulumi.Output[str]
+    certificate_pem: pulumi.Output[str]
+    certificate_sha256: pulumi.Output[str]
+    certificate_not_after: pulumi.Output[str]
+    service_name: pulumi.Output[str]
+    node: pulumi.Output[str]
+    label: pulumi.Output[str]
+    upstream: pulumi.Output[str]
+
+    def __init__(self, name: str, args: MsrCacheArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("msrcache:index:MsrCache", name, None, opts)
+        s = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        service_name = s.effective_service_name(args.stack)
+        labels = {f"{LABEL_PREFIX}.stack": args.stack, f"{LABEL_PREFIX}.service": service_name}
+
+        node = LabelledNode(
+            f"{name}-node",
+            LabelledNodeArgs(node=s.cache_node, label=s.node_label, connection=args.connection),
+            opts=child,
+        )
+        tls = CacheTls(
+            f"{name}-tls",
+            CacheTlsArgs(settings=s.tls, cache_host=s.cache_host, cache_node=s.cache_node),
+            opts=child,
+        )
+        files = CacheFiles(
+            f"{name}-files",
+            CacheFilesArgs(
+                cert_pem=tls.cert_pem,
+                key_pem=tls.key_pem,
+                msr_ca_pem=args.msr_ca_pem,
+                cache_url=s.cache_url,
+                upstreams=[s.upstream_url],
+                blob_ttl=s.blob_ttl,
+                log_level=s.log_level,
+                labels=labels,
+            ),
+            opts=child,
+        )
+        service = CacheService(
+            f"{name}-service",
+            CacheServiceArgs(
+                service_name=service_name,
+                image=s.image,
+                secrets=files.secrets,
+                config_id=files.config_id,
+                config_name=files.config_name,
+                config_file=files.config_file,
+                constraint=node.constraint,
+                cache_port=s.cache_port,
+                publish_mode=s.publish_mode,
+                storage=s.storage,
+                volume_name=s.effective_volume_name(args.stack),
+                labels=labels,
+            ),
+            # Without the label the task has nowhere to run and would never converge.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[node]),
+        )
+
+        summary = tls.cert_pem.apply(certs.summarize)
+        self.cache_url = pulumi.Output.from_input(s.cache_url)
+        self.certificate_pem = tls.cert_pem
+        self.certificate_sha256 = summary.apply(lambda c: c.sha256)
+        self.certificate_not_after = summary.apply(lambda c: c.not_after)
+        self.service_name = service.service_name
+        self.node = node.node
+        self.label = node.label
+        self.upstream = pulumi.Output.from_input(s.upstream_url)
+        self.register_outputs(
+            {
+                "cacheUrl": self.cache_url,
+                "certificatePem": self.certificate_pem,
+                "certificateSha256": self.certificate_sha256,
+                "certificateNotAfter": self.certificate_not_after,
+                "serviceName": self.service_name,
+                "node": self.node,
+                "label": self.label,
+                "upstream": self.upstream,
+            }
+        )

@@ -1,0 +1,229 @@
+"""Run the real __main__.py under Pulumi's mocks and record what it registers.
+
+The mocks answer like the providers would, closely enough for the program's
+own logic: pulumi-tls resources return real keys and certificates made with
+`cryptography` from their inputs (SANs, validity, CA signing), random
+passwords a value of the requested length, and Swarm objects an auto-name
+(logical name + suffix) when no name is given. Values that the real provider
+marks secret are returned as secrets.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import runpy
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from cryptography import x509
+from pulumi.runtime import rpc
+from pulumi.runtime.sync_await import _sync_await
+
+from tests.support import pki
+
+ROOT = Path(__file__).resolve().parents[2]
+MAIN = ROOT / "__main__.py"
+PROJECT = "msr-cache"
+
+SECRET_SIG = rpc._special_sig_key
+SECRET_VALUE = rpc._special_secret_sig
+
+
+def secret(value: Any) -> dict[str, Any]:
+    return {SECRET_SIG: SECRET_VALUE, "value": value}
+
+
+def is_secret_wrapper(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(SECRET_SIG) == SECRET_VALUE
+
+
+def unwrap(value: Any) -> Any:
+    """The plain value, with every secret wrapper removed."""
+    if is_secret_wrapper(value):
+        return unwrap(value["value"])
+    if isinstance(value, dict):
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+def plain_strings(value: Any) -> list[str]:
+    """Every string in `value` that is NOT inside a secret wrapper."""
+    if is_secret_wrapper(value):
+        return []
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in plain_strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in plain_strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+@dataclass
+class Registered:
+    typ: str
+    name: str
+    inputs: dict[str, Any]  # as sent, secrets still wrapped
+    state: dict[str, Any]
+
+    @property
+    def plain(self) -> dict[str, Any]:
+        return unwrap(self.inputs)
+
+
+def _suffix(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:7]
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.resources: list[Registered] = []
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> Any:
+        return {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+        plain = unwrap(args.inputs)
+        state: dict[str, Any] = dict(args.inputs)
+        typ = args.typ
+        if typ == "tls:index/privateKey:PrivateKey":
+            key: pki.PrivateKey
+            if plain["algorithm"] == "RSA":
+                key = pki.rsa_key(int(plain.get("rsaBits", 2048)))
+            else:
+                assert plain.get("ecdsaCurve") == "P256", "ECDSA key without P256"
+                key = pki.ec_key()
+            state["privateKeyPem"] = secret(pki.key_pem(key))
+        elif typ == "tls:index/selfSignedCert:SelfSignedCert":
+            key = pki.load_key(plain["privateKeyPem"])
+            cert = pki.sign_leaf(
+                key.public_key(), None, key, plain["subject"]["commonName"],
+                plain.get("dnsNames", []), plain.get("ipAddresses", []),
+                hours=int(plain["validityPeriodHours"]),
+            )  # fmt: skip
+            state["certPem"] = pki.cert_pem(cert)
+        elif typ == "tls:index/certRequest:CertRequest":
+            state["certRequestPem"] = json.dumps(
+                {k: plain.get(k) for k in ("privateKeyPem", "dnsNames", "ipAddresses", "subject")}
+            )
+        elif typ == "tls:index/locallySignedCert:LocallySignedCert":
+            req = json.loads(plain["certRequestPem"])
+            ca_cert = x509.load_pem_x509_certificate(plain["caCertPem"].encode())
+            ca = pki.Issued(ca_cert, pki.load_key(plain["caPrivateKeyPem"]))
+            cert = pki.sign_leaf(
+                pki.load_key(req["privateKeyPem"]).public_key(), ca, ca.key,
+                req["subject"]["commonName"], req.get("dnsNames") or [],
+                req.get("ipAddresses") or [], hours=int(plain["validityPeriodHours"]),
+            )  # fmt: skip
+            state["certPem"] = pki.cert_pem(cert)
+        elif typ == "random:index/randomPassword:RandomPassword":
+            alphabet = string.ascii_letters + string.digits
+            digest = hashlib.sha256(args.name.encode()).digest() * 4
+            state["result"] = secret(
+                "".join(alphabet[b % len(alphabet)] for b in digest)[: int(plain["length"])]
+            )
+        if typ.startswith("docker:") and "name" not in plain:
+            state["name"] = f"{args.name}-{_suffix(args.name)}"
+        self.resources.append(Registered(typ, args.name, dict(args.inputs), state))
+        return f"{args.name}-id", state
+
+
+@dataclass
+class Run:
+    mocks: RecordingMocks
+    exports: dict[str, Any] = field(default_factory=dict)
+    secret_exports: set[str] = field(default_factory=set)
+    logs: list[str] = field(default_factory=list)
+
+    @property
+    def resources(self) -> list[Registered]:
+        return self.mocks.resources
+
+    def of_type(self, typ: str) -> list[Registered]:
+        return [r for r in self.resources if r.typ == typ]
+
+    def one(self, typ: str) -> Registered:
+        found = self.of_type(typ)
+        assert len(found) == 1, f"expected one {typ}, got {[r.name for r in found]}"
+        return found[0]
+
+    def named(self, name: str) -> Registered:
+        found = [r for r in self.resources if r.name == name]
+        assert len(found) == 1, f"expected one resource named {name}"
+        return found[0]
+
+    @property
+    def service(self) -> dict[str, Any]:
+        return self.one("docker:index/service:Service").plain
+
+    def secret_data(self, role: str) -> str:
+        import base64
+
+        return base64.b64decode(self.named(f"msr-cache-files-{role}").plain["data"]).decode()
+
+    @property
+    def config_yml(self) -> str:
+        import base64
+
+        data = self.one("docker:index/serviceConfig:ServiceConfig").plain["data"]
+        return base64.b64decode(data).decode()
+
+
+BASE_CONFIG = {
+    "msrHost": "msr.example.com",
+    "cacheHost": "cache.example.com",
+    "cacheNode": "node1",
+}
+
+
+def run_program(
+    config: dict[str, Any] | None = None,
+    secret_keys: tuple[str, ...] = (),
+    stack: str = "dev",
+    base: dict[str, Any] | None = None,
+    preview: bool = False,
+) -> Run:
+    """Run __main__.py with `base` + `config` as the stack's msr-cache: settings."""
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview)
+    values = {**(BASE_CONFIG if base is None else base), **(config or {})}
+    pulumi.runtime.set_all_config(
+        {
+            f"{PROJECT}:{k}": v if isinstance(v, str) else json.dumps(v)
+            for k, v in values.items()
+            if v is not None
+        },
+        secret_keys=[f"{PROJECT}:{k}" for k in secret_keys],
+    )
+    run = Run(mocks)
+    outputs: dict[str, pulumi.Output[Any]] = {}
+
+    def record_export(name: str, value: Any) -> None:
+        outputs[name] = pulumi.Output.from_input(value)
+
+    real_export = pulumi.export
+    pulumi.export = record_export
+    try:
+
+        @pulumi.runtime.test
+        def body() -> Any:
+            runpy.run_path(str(MAIN), run_name="__main__")
+            return pulumi.Output.all(*outputs.values())
+
+        body()
+    finally:
+        pulumi.export = real_export
+    for name, out in outputs.items():
+        run.exports[name] = _sync_await(out.future())
+        if _sync_await(out.is_secret()):
+            run.secret_exports.add(name)
+    return run
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

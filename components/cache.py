@@ -87,9 +87,9 @@ class MsrCache(pulumi.ComponentResource):
                 storage=s.storage,
                 volume_name=s.effective_volume_name(args.stack),
                 labels=labels,
+                wait_for=[node],
             ),
-            # Without the label the task has nowhere to run and would never converge.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[node]),
+            opts=child,
         )
 
         summary = tls.cert_pem.apply(certs.summarize)

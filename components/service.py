@@ -52,6 +52,9 @@ class CacheServiceArgs:
     volume_name: str
     """Named volume for /var/lib/registry when storage.mode is volume."""
     labels: dict[str, str] = field(default_factory=dict)
+    wait_for: list[pulumi.Resource] = field(default_factory=list)
+    """Resources the service must not be created before (the node label: without
+    it the task has nowhere to run and would never converge)."""
 
 
 class CacheService(pulumi.ComponentResource):
@@ -139,7 +142,9 @@ class CacheService(pulumi.ComponentResource):
             update_config=docker.ServiceUpdateConfigArgs(order="stop-first", parallelism=1),
             converge_config=docker.ServiceConvergeConfigArgs(delay=CONVERGE_DELAY, timeout=CONVERGE_TIMEOUT),
             # A fixed name and port cannot exist twice: replace by deleting first.
-            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            opts=pulumi.ResourceOptions(
+                parent=self, delete_before_replace=True, depends_on=args.wait_for
+            ),
         )
         self.service_name = service.name
         self.service_id = service.id

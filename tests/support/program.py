@@ -22,6 +22,7 @@ from typing import Any
 import pulumi
 from cryptography import x509
 from pulumi.runtime import rpc
+from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.sync_await import _sync_await
 
 from tests.support import pki
@@ -83,6 +84,8 @@ def _suffix(name: str) -> str:
 class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.resources: list[Registered] = []
+        self.urns: dict[str, str] = {}
+        self.dependencies: dict[str, list[str]] = {}
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> Any:
         return {}
@@ -133,6 +136,19 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return f"{args.name}-id", state
 
 
+def _record_registration(self: MockMonitor, request: Any) -> Any:
+    """MockResourceArgs carries no dependencies; record them from the request."""
+    response = _register_resource(self, request)
+    if isinstance(self.mocks, RecordingMocks):
+        self.mocks.urns[request.name] = response.urn
+        self.mocks.dependencies[request.name] = list(request.dependencies)
+    return response
+
+
+_register_resource = MockMonitor.RegisterResource
+MockMonitor.RegisterResource = _record_registration  # type: ignore[method-assign]
+
+
 @dataclass
 class Run:
     mocks: RecordingMocks
@@ -143,6 +159,12 @@ class Run:
     @property
     def resources(self) -> list[Registered]:
         return self.mocks.resources
+
+    def urn_of(self, name: str) -> str:
+        return self.mocks.urns[name]
+
+    def dependencies_of(self, name: str) -> list[str]:
+        return self.mocks.dependencies[name]
 
     def of_type(self, typ: str) -> list[Registered]:
         return [r for r in self.resources if r.typ == typ]

@@ -142,9 +142,7 @@ class CacheService(pulumi.ComponentResource):
             update_config=docker.ServiceUpdateConfigArgs(order="stop-first", parallelism=1),
             converge_config=docker.ServiceConvergeConfigArgs(delay=CONVERGE_DELAY, timeout=CONVERGE_TIMEOUT),
             # A fixed name and port cannot exist twice: replace by deleting first.
-            opts=pulumi.ResourceOptions(
-                parent=self, delete_before_replace=True, depends_on=args.wait_for
-            ),
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True, depends_on=args.wait_for),
         )
         self.service_name = service.name
         self.service_id = service.id

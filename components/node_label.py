@@ -25,7 +25,7 @@ _UPDATE_ATTEMPTS = 5
 class NodeLabelProvider(dyn.ResourceProvider):
     """CRUD of one label on one Swarm node.
 
-    Inputs: node (hostname or ID), label, value, and the Docker connection
+    Inputs: node (hostname, ID, or "self" for the manager we talk to), label, value, and the Docker connection
     (docker_host, docker_cert_path, docker_tls_verify), which follows the same
     settings as the docker provider: unix socket, tcp:// with a client bundle
     (the cert path holds ca.pem, cert.pem, key.pem) or ssh://.
@@ -66,6 +66,10 @@ class NodeLabelProvider(dyn.ResourceProvider):
         import docker.errors
 
         try:
+            if node == "self":
+                # The manager we talk to, as in `docker node inspect self`
+                # (the API itself does not know "self").
+                node = client.info()["Swarm"]["NodeID"] or node
             return client.nodes.get(node)
         except docker.errors.NotFound:
             return None

@@ -244,7 +244,7 @@ _FORMS = {
     "cachePort": "an integer from 1 to 65535",
     "fetchMsrCa": "true or false",
     "cacheHost": "the host name clients use for the cache, e.g. cache-asia.example.com",
-    "cacheNode": "the hostname of the Swarm node that runs the cache (see docker node ls)",
+    "cacheNode": "the hostname of the Swarm node that runs the cache (see docker node ls), or self",
     "logLevel": "one of error, warn, info, debug",
     "publishMode": "one of ingress, host",
     "tls": "an object with mode selfSigned, caSigned or provided (see README)",

@@ -1,0 +1,54 @@
+"""The example stacks in stacks/ run, once the material the README tells the
+operator to add with `pulumi config set` is there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import pki
+from tests.support.program import ROOT, run_program
+
+STACKS = sorted((ROOT / "stacks").glob("Pulumi.*.yaml"))
+
+
+def stack_config(path: Path) -> dict:
+    doc = yaml.safe_load(path.read_text())
+    return {k.removeprefix("msr-cache:"): v for k, v in doc["config"].items()}
+
+
+def test_the_three_environments_exist() -> None:
+    assert [p.name for p in STACKS] == ["Pulumi.dev.yaml", "Pulumi.prod.yaml", "Pulumi.staging.yaml"]
+
+
+@pytest.mark.parametrize("path", STACKS, ids=lambda p: p.name)
+def test_stack_runs_with_the_documented_secrets(path: Path) -> None:
+    config = stack_config(path)
+    tls = dict(config.get("tls", {}))
+    if tls.get("mode") == "caSigned":
+        ca = pki.make_ca("Corp CA")
+        tls |= {"caCertPem": ca.cert_pem, "caKeyPem": ca.key_pem}
+    elif tls.get("mode") == "provided":
+        inter = pki.make_ca("Intermediate", issuer=pki.make_ca("Root"))
+        leaf = pki.make_leaf(config["cacheHost"], dns=[config["cacheHost"]], issuer=inter)
+        tls |= {"certPem": leaf.cert_pem, "keyPem": leaf.key_pem, "chainPem": inter.cert_pem}
+    if path.name != "Pulumi.dev.yaml":
+        config["msrCaCert"] = pki.make_ca("MSR CA").cert_pem
+    run = run_program(config={**config, "tls": tls}, secret_keys=("tls",), base={}, stack=path.stem)
+    assert run.exports["cacheUrl"].startswith(f"https://{config['cacheHost']}")
+
+
+@pytest.mark.parametrize("path", [p for p in STACKS if "dev" not in p.name], ids=lambda p: p.name)
+def test_stack_without_its_secrets_is_refused_with_the_key_to_set(path: Path) -> None:
+    import pulumi
+
+    with pytest.raises(pulumi.RunError, match=r"msr-cache:tls\.(caCertPem|certPem): is required"):
+        run_program(config=stack_config(path), base={})
+
+
+def test_dev_stack_publishes_on_the_host_with_a_self_signed_certificate() -> None:
+    run = run_program(config=stack_config(ROOT / "stacks/Pulumi.dev.yaml"), base={})
+    assert run.service["endpointSpec"]["ports"][0]["publishMode"] == "host"
+    assert run.of_type("tls:index/selfSignedCert:SelfSignedCert")

@@ -31,6 +31,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
 )
 from pydantic.alias_generators import to_camel
 
@@ -127,11 +128,12 @@ def _volume_name(value: str) -> str:
     return value
 
 
-def _ca_pem(value: str) -> str:
+def _ca_pem(value: str, info: ValidationInfo) -> str:
     if value:
+        now = (info.context or {}).get("now")
         try:
             for cert in certs.load_certificates(value):
-                if certs.is_expired(cert):
+                if certs.is_expired(cert, now):
                     raise ValueError("holds an expired certificate; expected a valid PEM CA certificate")
         except certs.PemError as exc:
             raise ValueError(f"{exc}; expected PEM certificate text") from None
@@ -316,21 +318,26 @@ def parse_settings(
     known = known_keys()
     for key in sorted(set(raw) - known):
         hint = difflib.get_close_matches(key, sorted(known), n=1)
-        tip = f"; did you mean {hint[0]}?" if hint else f"; expected one of {', '.join(sorted(known))}"
-        problems.append(Problem(key, f"is not a setting of this program{tip}"))
+        tip = f" (did you mean {hint[0]}?)" if hint else ""
+        problems.append(
+            Problem(
+                key,
+                f"is not a setting of this program{tip}; expected one of {', '.join(sorted(known))}",
+            )
+        )
 
     values = {**project_defaults(), **{k: v for k, v in raw.items() if k in known}}
     for key in _OBJECT_KEYS:
         if values.get(key) is None:
             values.pop(key, None)
+    settings: Settings | None = None
     try:
-        settings: Settings | None = Settings.model_validate(values)
+        settings = Settings.model_validate(values, context={"now": now})
     except ValidationError as exc:
-        settings = None
         problems.extend(_from_pydantic(exc, values))
-
-    if settings is not None:
-        problems.extend(_cross_checks(settings, now))
+    # Cross-field checks run on whatever parts are valid, so one run lists
+    # every problem, not only the field errors.
+    problems.extend(_cross_checks(_valid_parts(values, settings, now), now))
     tls_raw = raw.get("tls")
     if isinstance(tls_raw, Mapping):
         for field in ("caKeyPem", "keyPem"):
@@ -385,12 +392,49 @@ def _lookup(values: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
-def _cross_checks(s: Settings, now: dt.datetime | None) -> list[Problem]:
+@dataclass(frozen=True)
+class _Parts:
+    """The parts of the settings the cross-checks need; None where invalid."""
+
+    tls: TlsSettings | None
+    storage: StorageSettings | None
+    cache_host: str | None
+    fetch_msr_ca: bool
+    msr_ca_cert: str
+
+
+def _valid_parts(values: Mapping[str, Any], s: Settings | None, now: dt.datetime | None) -> _Parts:
+    if s is not None:
+        return _Parts(s.tls, s.storage, s.cache_host, s.fetch_msr_ca, s.msr_ca_cert)
+
+    def part(model: type[_Model], key: str) -> Any:
+        try:
+            return model.model_validate(values.get(key) or {}, context={"now": now})
+        except ValidationError:
+            return None
+
+    host = values.get("cacheHost")
+    try:
+        host = _host(host) if isinstance(host, str) else None
+    except ValueError:
+        host = None
+    ca = values.get("msrCaCert")
+    return _Parts(
+        tls=part(TlsSettings, "tls"),
+        storage=part(StorageSettings, "storage"),
+        cache_host=host,
+        fetch_msr_ca=values.get("fetchMsrCa") in (True, "true", "True"),
+        msr_ca_cert=ca if isinstance(ca, str) else "",
+    )
+
+
+def _cross_checks(s: _Parts, now: dt.datetime | None) -> list[Problem]:
     problems: list[Problem] = []
     if s.fetch_msr_ca and s.msr_ca_cert:
         problems.append(Problem("fetchMsrCa", "is true while msrCaCert is set; expected only one of the two"))
-    problems.extend(_tls_checks(s, now))
-    if s.storage.mode == "container" and (s.storage.volume_name or s.storage.driver_opts):
+    if s.tls is not None:
+        problems.extend(_tls_checks(s.tls, s.cache_host, now))
+    if s.storage and s.storage.mode == "container" and (s.storage.volume_name or s.storage.driver_opts):
         problems.append(
             Problem("storage.mode", "is container, but volume settings are given; expected mode volume")
         )
@@ -405,8 +449,7 @@ _MODE_FIELDS = {
 _MATERIAL = ("ca_cert_pem", "ca_key_pem", "cert_pem", "key_pem", "chain_pem")
 
 
-def _tls_checks(s: Settings, now: dt.datetime | None) -> list[Problem]:
-    tls = s.tls
+def _tls_checks(tls: TlsSettings, cache_host: str | None, now: dt.datetime | None) -> list[Problem]:
     problems: list[Problem] = []
     for field in _MATERIAL:
         if getattr(tls, field) and field not in _MODE_FIELDS[tls.mode]:
@@ -414,13 +457,14 @@ def _tls_checks(s: Settings, now: dt.datetime | None) -> list[Problem]:
             problems.append(
                 Problem(
                     f"tls.{to_camel(field)}",
-                    f"is only used with tls.mode {users[0]}; tls.mode is {tls.mode}",
+                    f"is only used with tls.mode {users[0]}, but tls.mode is {tls.mode}; "
+                    f"expected it unset, or tls.mode {users[0]}",
                 )
             )
     if tls.mode == "caSigned":
         problems.extend(_check_ca(tls, now))
     elif tls.mode == "provided":
-        problems.extend(_check_provided(s, now))
+        problems.extend(_check_provided(tls, cache_host, now))
     return problems
 
 
@@ -453,17 +497,22 @@ def _check_ca(tls: TlsSettings, now: dt.datetime | None) -> list[Problem]:
         ca = ca_certs[0]
         if not certs.is_ca(ca):
             problems.append(
-                Problem("tls.caCertPem", "is not a CA certificate (basicConstraints CA:TRUE missing)")
+                Problem(
+                    "tls.caCertPem",
+                    "is not a CA certificate (basicConstraints CA:TRUE missing); "
+                    "expected the certificate of the CA that signs the cache certificate",
+                )
             )
         if certs.is_expired(ca, now):
             problems.append(Problem("tls.caCertPem", "has expired; expected a CA valid now"))
         if ca_key is not None and not certs.key_matches_certificate(ca_key, ca):
-            problems.append(Problem("tls.caKeyPem", "does not match tls.caCertPem"))
+            problems.append(
+                Problem("tls.caKeyPem", "does not match tls.caCertPem; expected the CA certificate's key")
+            )
     return problems
 
 
-def _check_provided(s: Settings, now: dt.datetime | None) -> list[Problem]:
-    tls = s.tls
+def _check_provided(tls: TlsSettings, cache_host: str | None, now: dt.datetime | None) -> list[Problem]:
     problems: list[Problem] = []
     chain = _check_pem(
         "tls.certPem", certs.load_certificates, tls.cert_pem or "", problems,
@@ -482,14 +531,16 @@ def _check_provided(s: Settings, now: dt.datetime | None) -> list[Problem]:
     if chain:
         leaf = chain[0]
         if key is not None and not certs.key_matches_certificate(key, leaf):
-            problems.append(Problem("tls.keyPem", "does not match tls.certPem"))
-        if not certs.covers_host(leaf, s.cache_host):
+            problems.append(
+                Problem("tls.keyPem", "does not match tls.certPem; expected the certificate's key")
+            )
+        if cache_host is not None and not certs.covers_host(leaf, cache_host):
             dns, ips = certs.subject_alt_names(leaf)
             names = ", ".join(dns + ips) or "none"
             problems.append(
                 Problem(
                     "tls.certPem",
-                    f"does not cover cacheHost {s.cache_host} (its subject alternative names: "
+                    f"does not cover cacheHost {cache_host} (its subject alternative names: "
                     f"{names}); expected a certificate whose SANs include cacheHost",
                 )
             )

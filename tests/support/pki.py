@@ -135,3 +135,16 @@ def make_leaf(
     key = key or ec_key()
     signer = issuer.key if issuer else key
     return Issued(sign_leaf(key.public_key(), issuer, signer, cn, dns, ips, **times), key)
+
+
+def encrypted_key_pem(passphrase: bytes = b"correct horse") -> str:
+    """A password-protected private key, which the cache cannot use."""
+    return (
+        ec_key()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(passphrase),
+        )
+        .decode()
+    )

@@ -7,7 +7,7 @@ import re
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from components import certs
@@ -188,15 +188,7 @@ def _leaks(message: str, pem: str) -> list[str]:
     return [body[i : i + 40] for i in range(len(body) - 39) if body[i : i + 40] in flat]
 
 
-ENCRYPTED_KEY_PEM = (
-    pki.ec_key()
-    .private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"correct horse"),
-    )
-    .decode()
-)
+ENCRYPTED_KEY_PEM = pki.encrypted_key_pem()
 
 
 def test_encrypted_key_is_a_pem_error_saying_encrypted() -> None:

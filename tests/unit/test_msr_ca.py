@@ -172,20 +172,6 @@ def test_program_upstream_is_the_fetched_msr(fetched_run: program.Run) -> None:
     assert middleware["options"]["upstreams"] == [fetched_run.exports["upstream"]]
 
 
-@pytest.fixture
-def registered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every resource run_program's mocks are asked to create, as `type::name`."""
-    seen: list[str] = []
-
-    class SpyMocks(program.RecordingMocks):
-        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
-            seen.append(f"{args.typ}::{args.name}")
-            return super().new_resource(args)
-
-    monkeypatch.setattr(program, "RecordingMocks", SpyMocks)
-    return seen
-
-
 def _run_fetching(port: int) -> None:
     program.run_program(config={"msrHost": HOST, "msrPort": port, "fetchMsrCa": True})
 

@@ -18,7 +18,7 @@ import pulumi
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from components.settings import Settings, SettingsError, parse_settings
@@ -128,15 +128,7 @@ def _expired_ca() -> pki.Issued:
 
 
 EXPIRED_CA = _expired_ca()
-ENCRYPTED_KEY_PEM = (
-    pki.ec_key()
-    .private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"correct horse"),
-    )
-    .decode()
-)
+ENCRYPTED_KEY_PEM = pki.encrypted_key_pem()
 
 
 def _provided(**fields: Any) -> dict[str, Any]:
@@ -331,20 +323,6 @@ CASES = [
 
 def _params(cases: list[Case]) -> list[Any]:
     return [pytest.param(case, id=case.id) for case in cases]
-
-
-@pytest.fixture
-def registered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every resource run_program's mocks are asked to create, as `type::name`."""
-    seen: list[str] = []
-
-    class SpyMocks(program.RecordingMocks):
-        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
-            seen.append(f"{args.typ}::{args.name}")
-            return super().new_resource(args)
-
-    monkeypatch.setattr(program, "RecordingMocks", SpyMocks)
-    return seen
 
 
 def _error_of(run: Callable[[], Any]) -> str:

@@ -290,17 +290,19 @@ class SettingsError(Exception):
 
 
 @cache
+def _declared() -> dict[str, Any]:
+    """Pulumi.yaml's `config:` block, read once per process."""
+    with PROJECT_FILE.open(encoding="utf-8") as fh:
+        return dict((yaml.safe_load(fh) or {}).get("config", {}))
+
+
 def project_defaults() -> dict[str, Any]:
     """Defaults declared in Pulumi.yaml's `config:` block, by key."""
-    with PROJECT_FILE.open(encoding="utf-8") as fh:
-        declared = (yaml.safe_load(fh) or {}).get("config", {})
-    return {key: spec["default"] for key, spec in declared.items() if "default" in spec}
+    return {key: spec["default"] for key, spec in _declared().items() if "default" in spec}
 
 
 def known_keys() -> set[str]:
-    with PROJECT_FILE.open(encoding="utf-8") as fh:
-        declared = (yaml.safe_load(fh) or {}).get("config", {})
-    return set(declared) | set(_OBJECT_KEYS)
+    return set(_declared()) | set(_OBJECT_KEYS)
 
 
 def parse_settings(

@@ -7,13 +7,16 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: help venv lint unit e2e test up preview destroy swarm-up swarm-down
+.PHONY: help venv lint unit e2e test up preview destroy swarm-up swarm-down images rehearse rehearse-down
 
 help:
 	@echo "make up STACK=<env>       pulumi up for stacks/Pulumi.<env>.yaml (checks prerequisites first)"
 	@echo "make preview STACK=<env>  pulumi preview for that stack"
 	@echo "make destroy STACK=<env>  pulumi destroy for that stack"
 	@echo "make test                 lint, unit tests, and end-to-end tests on a local Docker Swarm"
+	@echo "make rehearse STACK=<env> apply a stack to a throwaway local swarm and pull through it"
+	@echo "                          (STACK_CONFIG=<file> instead of STACK, REPORT=<file>, KEEP=1)"
+	@echo "make rehearse-down        remove a rehearsal kept with KEEP=1"
 
 # The virtualenv Pulumi.yaml names; rebuilt when the requirements change.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -37,10 +40,16 @@ swarm-up:
 swarm-down:
 	scripts/swarm.sh down
 
-# End-to-end tests need the swarm; it is stopped again even when they fail.
+# The test images (upstream registry, content-cache stand-in) for the swarm in DOCKER_HOST.
+images:
+	@eval "$$(scripts/swarm.sh env)"; tests/images/build.sh
+
+# End-to-end tests need the swarm and the test images; the swarm is stopped
+# again even when they fail. Without Docker the tests skip and say why.
 e2e: $(STAMP)
 	@scripts/swarm.sh up; \
 	 eval "$$(scripts/swarm.sh env)"; \
+	 if [ -n "$${DOCKER_HOST:-}" ]; then tests/images/build.sh || { scripts/swarm.sh down; exit 1; }; fi; \
 	 $(PY) -m pytest tests/e2e -q; status=$$?; \
 	 scripts/swarm.sh down; \
 	 exit $$status
@@ -49,3 +58,21 @@ test: lint unit e2e
 
 up preview destroy: $(STAMP)
 	@scripts/pulumi-stack.sh $@ "$(STACK)"
+
+# A stack rehearsed on the local swarm; see README "Rehearsal".
+KEEPING := $(filter 1 yes true,$(KEEP))
+rehearse: $(STAMP)
+	@scripts/swarm.sh up; \
+	 eval "$$(scripts/swarm.sh env)"; \
+	 if [ -z "$${DOCKER_HOST:-}" ]; then \
+	   echo "rehearse: no Docker here: $$(cat build/swarm/unavailable 2>/dev/null)" >&2; exit 1; fi; \
+	 tests/images/build.sh && \
+	 $(PY) -m tests.rehearsal up $(if $(STACK),--stack "$(STACK)") $(if $(STACK_CONFIG),--stack-config "$(STACK_CONFIG)") \
+	   $(if $(REPORT),--report "$(REPORT)") $(if $(KEEPING),--keep); status=$$?; \
+	 if [ -z "$(KEEPING)" ] || [ $$status -ne 0 ]; then scripts/swarm.sh down; fi; \
+	 exit $$status
+
+rehearse-down: $(STAMP)
+	@eval "$$(scripts/swarm.sh env)"; \
+	 if [ -n "$${DOCKER_HOST:-}" ]; then $(PY) -m tests.rehearsal down; else echo "rehearse: no swarm is running"; fi; \
+	 status=$$?; scripts/swarm.sh down; exit $$status

@@ -36,3 +36,48 @@ def docker_client() -> Iterator[Any]:
 @pytest.fixture
 def node(docker_client: Any) -> Any:
     return docker_client.nodes.get(docker_client.info()["Swarm"]["NodeID"])
+
+
+@pytest.fixture(scope="session")
+def test_images(docker_client: Any) -> None:
+    """The upstream and content-cache stand-in images (a no-op when up to date)."""
+    import subprocess
+
+    proc = subprocess.run(
+        [str(ROOT / "tests/images/build.sh")], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert proc.returncode == 0, f"tests/images/build.sh failed:\n{proc.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="session")
+def upstream(
+    docker_client: Any, test_images: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """The "MSR" stand-in: a TLS registry with a private CA, for the whole session."""
+    from tests.rehearsal import upstream as up
+
+    started = up.start(docker_client, tmp_path_factory.mktemp("upstream"), port=5910)
+    yield started
+    up.stop(docker_client, port=5910)
+
+
+@pytest.fixture
+def applied_log() -> list[str]:
+    """What the rehearsal did (created/updated/deleted ...), in order."""
+    return []
+
+
+@pytest.fixture
+def rehearsals(docker_client: Any, test_images: None, applied_log: list[str]) -> Iterator[Any]:
+    """Make Rehearsal objects; every one is destroyed after the test, pass or fail."""
+    from tests.rehearsal.applier import Rehearsal
+
+    made: list[Rehearsal] = []
+
+    def make(stack: str) -> Rehearsal:
+        made.append(Rehearsal(docker_client, stack, log=applied_log.append))
+        return made[-1]
+
+    yield make
+    for r in reversed(made):
+        r.destroy()

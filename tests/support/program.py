@@ -86,6 +86,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.resources: list[Registered] = []
         self.urns: dict[str, str] = {}
         self.dependencies: dict[str, list[str]] = {}
+        self.delete_before_replace: dict[str, bool] = {}
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> Any:
         return {}
@@ -137,11 +138,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 
 def _record_registration(self: MockMonitor, request: Any) -> Any:
-    """MockResourceArgs carries no dependencies; record them from the request."""
+    """MockResourceArgs carries neither dependencies nor resource options; record
+    them from the request (deleteBeforeReplace before new_resource runs, as the
+    rehearsal needs it to replace a resource)."""
+    if isinstance(self.mocks, RecordingMocks):
+        self.mocks.dependencies[request.name] = list(request.dependencies)
+        self.mocks.delete_before_replace[request.name] = bool(request.deleteBeforeReplace)
     response = _register_resource(self, request)
     if isinstance(self.mocks, RecordingMocks):
         self.mocks.urns[request.name] = response.urn
-        self.mocks.dependencies[request.name] = list(request.dependencies)
     return response
 
 
@@ -209,9 +214,14 @@ def run_program(
     stack: str = "dev",
     base: dict[str, Any] | None = None,
     preview: bool = False,
+    mocks: RecordingMocks | None = None,
 ) -> Run:
-    """Run __main__.py with `base` + `config` as the stack's msr-cache: settings."""
-    mocks = RecordingMocks()
+    """Run __main__.py with `base` + `config` as the stack's msr-cache: settings.
+
+    `mocks` answers the registrations: RecordingMocks by default; the rehearsal
+    passes one that creates every resource for real.
+    """
+    mocks = mocks or RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview)
     values = {**(BASE_CONFIG if base is None else base), **(config or {})}
     pulumi.runtime.set_all_config(

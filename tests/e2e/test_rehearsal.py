@@ -1,0 +1,264 @@
+"""The program's real resources on a real swarm, pulling through the cache.
+
+Each test applies the dev stack (or a variant) with the rehearsal applier:
+real Swarm secrets, config, volume, service and node label; the
+content-cache stand-in image; the upstream "MSR" stand-in behind a private CA.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from components.registry_config import files_named
+from tests.rehearsal import upstream as up
+from tests.rehearsal.client import handshake
+from tests.rehearsal.deploy import Deployed, apply_and_serve, local_node
+from tests.rehearsal.stack import read_stack
+from tests.support.program import ROOT
+
+pytestmark = pytest.mark.docker
+
+DEV = read_stack(ROOT / "stacks/Pulumi.dev.yaml")
+LABEL = "com.mirantis.msr-cache.stack"
+
+
+@pytest.fixture
+def deploy(
+    rehearsals: Callable[[str], Any], upstream: up.Upstream, tmp_path: Path
+) -> Callable[..., Deployed]:
+    def go(stack: str, overrides: dict[str, Any] | None = None, rehearsal: Any = None) -> Deployed:
+        rehearsal = rehearsal or rehearsals(stack)
+        return apply_and_serve(rehearsal, DEV, upstream, tmp_path / stack, overrides, log=lambda _m: None)
+
+    return go
+
+
+def sans(cert: x509.Certificate) -> list[str]:
+    ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return [str(v) for v in ext.get_values_for_type(x509.DNSName)] + [
+        str(v) for v in ext.get_values_for_type(x509.IPAddress)
+    ]
+
+
+def container_of(client: Any, task: dict[str, Any]) -> Any:
+    return client.containers.get(task["Status"]["ContainerStatus"]["ContainerID"])
+
+
+def wait_quiet(upstream: up.Upstream, client: Any, settle: float = 1.5, timeout: float = 30) -> list[str]:
+    """The upstream's blob requests once they stop changing: the cache has
+    finished storing what it fetched (it fetches a second copy to store while
+    streaming the first to the client)."""
+    deadline = time.monotonic() + timeout
+    last, since = upstream.blob_gets(client), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = upstream.blob_gets(client)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= settle:
+            return now
+    raise AssertionError("the upstream kept serving blobs for 30 s")
+
+
+def wait_replacement(deployed: Deployed, old_task: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fresh = [t for t in deployed.running_tasks() if t["ID"] != old_task]
+        if fresh:
+            return fresh[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no new task replaced {old_task} within {timeout} s")
+
+
+def pull_and_settle(deployed: Deployed, upstream: up.Upstream, client: Any, repo: str) -> up.Image:
+    image = up.sample_image()
+    up.push(upstream, repo, "1", image)
+    assert deployed.registry().pull(repo, "1").digest == image.digest
+    wait_quiet(upstream, client)
+    return image
+
+
+# -- deploy -------------------------------------------------------------------
+
+
+def test_deploy_label_task_tls_and_v2(deploy: Callable[..., Deployed], docker_client: Any) -> None:
+    deployed = deploy("e2e-deploy")
+    node = local_node(docker_client)
+    assert node.attrs["Spec"]["Labels"].get("dtr.cache") == "true"
+
+    (task,) = deployed.running_tasks()
+    assert task["NodeID"] == node.id
+
+    cert = handshake(deployed.address, deployed.server_name, str(deployed.ca_file))
+    assert deployed.server_name in sans(cert)
+    status, _, body = deployed.registry().request("GET", "/v2/")
+    assert (status, body.strip()) == (200, b"{}")
+
+
+def test_secrets_and_config_mount_where_config_yml_says(
+    deploy: Callable[..., Deployed], docker_client: Any
+) -> None:
+    deployed = deploy("e2e-files")
+    (task,) = deployed.running_tasks()
+    container = container_of(docker_client, task)
+    config = container.exec_run(["/bin/busybox", "cat", "/config.yml"]).output.decode()
+    assert config == deployed.run.config_yml
+    for path in files_named(config):
+        result = container.exec_run(["/bin/busybox", "stat", "-c", "%a %u", path])
+        assert result.exit_code == 0, f"{path} is not in the container"
+        assert result.output.decode().split() == ["400", "0"], path
+
+
+def test_a_wrong_upstream_ca_stops_the_cache_loudly(
+    rehearsals: Callable[[str], Any], upstream: up.Upstream, docker_client: Any
+) -> None:
+    """The trust in dtr.cert.pem is real: with another CA the cache cannot
+    reach MSR, and says so (the stand-in checks the upstream at start)."""
+    from tests.rehearsal.stack import for_local_swarm
+    from tests.support import pki
+
+    rehearsal = rehearsals("e2e-wrong-ca")
+    node = local_node(docker_client).attrs["Description"]["Hostname"]
+    settings = for_local_swarm(DEV, upstream, node, {"msrCaCert": pki.make_ca("Not MSR's CA").cert_pem})
+    run = rehearsal.apply(settings.config, settings.secret_keys)
+    service = docker_client.services.get(run.exports["serviceName"])
+    deadline = time.monotonic() + 30
+    logs = ""
+    while time.monotonic() < deadline and "certificate signed by unknown authority" not in logs:
+        time.sleep(0.5)
+        logs = b"".join(service.logs(stdout=True, stderr=True)).decode(errors="replace")
+    assert "certificate signed by unknown authority" in logs
+
+
+# -- pull-through -------------------------------------------------------------
+
+
+def test_pull_through_serves_the_second_pull_from_the_cache(
+    deploy: Callable[..., Deployed], upstream: up.Upstream, docker_client: Any
+) -> None:
+    deployed = deploy("e2e-pull")
+    image = pull_and_settle(deployed, upstream, docker_client, "e2e/pull")
+    fetched = upstream.blob_gets(docker_client)
+    assert set(image.blobs) <= set(fetched), "the first pull did not go to the upstream"
+
+    again = deployed.registry().pull("e2e/pull", "1")
+    assert again.digest == image.digest
+    # What Docker clients at the site run; the engine trusts 127.0.0.0/8 registries.
+    ref = f"{deployed.address[0]}:{deployed.address[1]}/e2e/pull"
+    pulled = docker_client.images.pull(ref, tag="1")
+    docker_client.images.remove(pulled.id, force=True)
+    assert upstream.blob_gets(docker_client) == fetched, (
+        "the second pull fetched blobs from the upstream again"
+    )
+
+
+# -- restart ------------------------------------------------------------------
+
+
+def test_killed_task_is_restarted_on_the_labelled_node(
+    deploy: Callable[..., Deployed], docker_client: Any, record_property: Any
+) -> None:
+    deployed = deploy("e2e-restart")
+    (task,) = deployed.running_tasks()
+    started = time.monotonic()
+    container_of(docker_client, task).kill()
+    fresh = wait_replacement(deployed, task["ID"])
+    deployed.registry().wait_ready(60)
+    seconds = time.monotonic() - started
+    record_property("seconds_to_serve_after_kill", round(seconds, 2))
+    print(f"served again {seconds:.1f} s after the kill")
+    assert fresh["NodeID"] == local_node(docker_client).id
+    # Swarm waits the restart delay (5 s) first; far longer means something is wrong.
+    assert seconds < 30
+
+
+# -- certificate rotation -----------------------------------------------------
+
+
+def test_rotation_creates_new_secrets_first_and_updates_in_place(
+    deploy: Callable[..., Deployed],
+    rehearsals: Callable[[str], Any],
+    docker_client: Any,
+    applied_log: list[str],
+) -> None:
+    rehearsal = rehearsals("e2e-rotate")
+    before = deploy("e2e-rotate", rehearsal=rehearsal)
+    service_id = before.service().id
+    old_secret = {
+        s["SecretName"] for s in before.service().attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"]
+    }
+    applied_log.clear()
+
+    tls = {**DEV["tls"], "dnsNames": ["rotated.msr-cache.test"]}
+    after = deploy("e2e-rotate", {"tls": tls}, rehearsal=rehearsal)
+
+    assert after.service().id == service_id, "the service was replaced, not updated"
+    new_secret = {
+        s["SecretName"] for s in after.service().attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"]
+    }
+    (old_cert,) = sorted(n for n in old_secret - new_secret)
+    (new_cert,) = sorted(n for n in new_secret - old_secret)
+    assert old_cert.startswith("msr-cache-files-cache-cert-") and new_cert.startswith(
+        "msr-cache-files-cache-cert-"
+    )
+
+    created = applied_log.index(f"created Secret msr-cache-files-cache-cert ({new_cert})")
+    updated = applied_log.index("updated Service msr-cache-service-service in place")
+    deleted = applied_log.index(f"deleted Secret msr-cache-files-cache-cert ({old_cert})")
+    assert created < updated < deleted, applied_log
+
+    cert = handshake(after.address, after.server_name, str(after.ca_file))
+    assert "rotated.msr-cache.test" in sans(cert)
+    assert old_cert not in {s.name for s in docker_client.secrets.list()}
+
+
+# -- storage ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "refetched"), [("volume", False), ("container", True)])
+def test_cached_layers_survive_a_restart_only_on_a_volume(
+    deploy: Callable[..., Deployed], upstream: up.Upstream, docker_client: Any, mode: str, refetched: bool
+) -> None:
+    deployed = deploy(f"e2e-storage-{mode}", {"storage": {"mode": mode}})
+    pull_and_settle(deployed, upstream, docker_client, f"e2e/storage-{mode}")
+    fetched = upstream.blob_gets(docker_client)
+
+    (task,) = deployed.running_tasks()
+    container_of(docker_client, task).kill()
+    wait_replacement(deployed, task["ID"])
+    deployed.registry().wait_ready(60)
+    deployed.registry().pull(f"e2e/storage-{mode}", "1")
+    wait_quiet(upstream, docker_client)
+    assert (upstream.blob_gets(docker_client) != fetched) is refetched
+
+
+# -- destroy ------------------------------------------------------------------
+
+
+def test_destroy_leaves_nothing_of_the_stack(
+    deploy: Callable[..., Deployed], rehearsals: Callable[[str], Any], docker_client: Any
+) -> None:
+    rehearsal = rehearsals("e2e-destroy")
+    deployed = deploy("e2e-destroy", {"storage": {"mode": "volume"}}, rehearsal=rehearsal)
+    names = {r.created.outputs.get("name") for r in rehearsal.state.resources if r.typ.startswith("docker:")}
+    assert len(names) >= 6  # service, volume, config, three secrets
+
+    rehearsal.destroy()
+
+    mine = {"label": f"{LABEL}=e2e-destroy"}
+    assert docker_client.services.list(filters=mine) == []
+    assert docker_client.secrets.list(filters=mine) == []
+    assert docker_client.configs.list(filters=mine) == []
+    assert docker_client.volumes.list(filters=mine) == []
+    assert "dtr.cache" not in (local_node(docker_client).attrs["Spec"].get("Labels") or {})
+    leftovers = {s.name for s in docker_client.secrets.list()} | {
+        c.name for c in docker_client.configs.list()
+    }
+    assert not (names & leftovers)
+    assert deployed.run.exports["serviceName"] not in {s.name for s in docker_client.services.list()}

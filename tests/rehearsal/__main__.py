@@ -1,0 +1,166 @@
+"""`make rehearse` / `make rehearse-down`: a stack, rehearsed on the local swarm.
+
+    python -m tests.rehearsal up (--stack NAME | --stack-config FILE) [--report FILE] [--keep]
+    python -m tests.rehearsal down
+
+`up` starts the upstream stand-in, applies the stack's real program to the
+swarm in DOCKER_HOST, waits for the cache to answer, pulls a test image
+through it, writes the report, and removes everything again unless --keep.
+`down` removes a kept rehearsal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE_DIR = ROOT / "build/rehearsal"
+STATE = STATE_DIR / "state.json"
+TEST_REPO, TEST_TAG = "rehearsal/busybox", "latest"
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def client() -> Any:
+    import docker
+
+    if not os.environ.get("DOCKER_HOST"):
+        raise SystemExit(
+            "rehearse: DOCKER_HOST is not set; run it through `make rehearse`, which starts the swarm"
+        )
+    c = docker.from_env()
+    swarm = c.info()["Swarm"]
+    if swarm["LocalNodeState"] != "active" or not swarm["ControlAvailable"]:
+        raise SystemExit(f"rehearse: {os.environ['DOCKER_HOST']} is not a Swarm manager")
+    return c
+
+
+def stack_file(args: argparse.Namespace) -> tuple[str, Path]:
+    if args.stack_config:
+        path = Path(args.stack_config)
+        name = path.name.removeprefix("Pulumi.").removesuffix(".yaml").removesuffix(".yml")
+    elif args.stack:
+        name, path = args.stack, ROOT / "stacks" / f"Pulumi.{args.stack}.yaml"
+    else:
+        raise SystemExit(
+            "rehearse: say which stack: STACK=<env> (stacks/Pulumi.<env>.yaml) or STACK_CONFIG=<file>"
+        )
+    if not path.is_file():
+        known = ", ".join(sorted(p.name.split(".")[1] for p in (ROOT / "stacks").glob("Pulumi.*.yaml")))
+        raise SystemExit(f"rehearse: no stack file {path} (stacks here: {known})")
+    return name, path
+
+
+def engine_pull(c: Any, address: tuple[str, int]) -> None:
+    """What a Docker client on the site does: `docker pull` through the cache."""
+    ref = f"{address[0]}:{address[1]}/{TEST_REPO}"
+    image = c.images.pull(ref, tag=TEST_TAG)
+    c.images.remove(image.id, force=True)
+
+
+def up(args: argparse.Namespace) -> int:
+    from tests.rehearsal import upstream as up_
+    from tests.rehearsal.applier import Rehearsal
+    from tests.rehearsal.deploy import apply_and_serve
+    from tests.rehearsal.stack import read_stack
+
+    name, path = stack_file(args)
+    if STATE.exists():
+        raise SystemExit(
+            "rehearse: a kept rehearsal is still running; remove it first with `make rehearse-down`"
+        )
+    c = client()
+    for tag in (up_.UPSTREAM_IMAGE, up_.CACHE_STAND_IN_IMAGE):
+        if not c.images.list(name=tag):
+            raise SystemExit(f"rehearse: test image {tag} is missing; tests/images/build.sh builds it")
+    stack = read_stack(path)
+    workdir = STATE_DIR / name
+    port = int(os.environ.get("UPSTREAM_PORT", "5900"))
+    if port == int(stack.get("cachePort", 443)):
+        port += 1
+    say(f"rehearse: stack {name} ({path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})")
+    say(f"rehearse: starting the upstream MSR stand-in on 127.0.0.1:{port}")
+    upstream = up_.start(c, workdir / "upstream", port)
+    rehearsal = Rehearsal(c, name, log=lambda m: say(f"  {m}"))
+    ok = False
+    try:
+        image = up_.sample_image()
+        up_.push(upstream, TEST_REPO, TEST_TAG, image)
+        say(f"rehearse: pushed {TEST_REPO}:{TEST_TAG} to the upstream")
+        say("rehearse: applying the program to the swarm")
+        deployed = apply_and_serve(rehearsal, stack, upstream, workdir, log=say)
+        pulled = deployed.registry().pull(TEST_REPO, TEST_TAG)
+        pull_ok = pulled.digest == image.digest
+        say(f"rehearse: pulled {TEST_REPO}:{TEST_TAG} through the cache over verified TLS: {pull_ok}")
+        engine_pull(c, deployed.address)
+        say("rehearse: `docker pull` through the cache: ok")
+        exports = deployed.run.exports
+        report = {
+            "cacheUrl": exports["cacheUrl"],
+            "address": f"{deployed.address[0]}:{deployed.address[1]}",
+            "caFile": str(deployed.ca_file.resolve()),
+            "dockerHost": os.environ["DOCKER_HOST"],
+            "serviceName": exports["serviceName"],
+            "node": exports["node"],
+            "label": exports["label"],
+            "secondsToServe": deployed.seconds_to_serve,
+            "pullOk": pull_ok,
+        }
+        if args.report:
+            Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+            say(f"rehearse: report written to {args.report}")
+        else:
+            say(json.dumps(report, indent=2))
+        ok = pull_ok
+    except Exception as exc:
+        say(f"rehearse: FAILED: {type(exc).__name__}: {exc}")
+    finally:
+        if args.keep and ok:
+            rehearsal.save(STATE)
+            say("rehearse: kept running (KEEP=1); remove it with `make rehearse-down`")
+        else:
+            say("rehearse: removing the rehearsal")
+            rehearsal.destroy()
+            up_.stop(c)
+    return 0 if ok else 1
+
+
+def down(_args: argparse.Namespace) -> int:
+    from tests.rehearsal import upstream as up_
+    from tests.rehearsal.applier import Rehearsal
+
+    if not STATE.exists():
+        say("rehearse: no kept rehearsal to remove")
+        return 0
+    c = client()
+    rehearsal = Rehearsal.load(c, STATE, log=lambda m: say(f"  {m}"))
+    say(f"rehearse: removing the kept rehearsal of stack {rehearsal.stack}")
+    rehearsal.destroy()
+    up_.stop(c)
+    STATE.unlink()
+    say("rehearse: removed")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.rehearsal")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="rehearse a stack on the local swarm")
+    p_up.add_argument("--stack", help="stack name: stacks/Pulumi.<name>.yaml")
+    p_up.add_argument("--stack-config", help="path of a stack file")
+    p_up.add_argument("--report", help="write the JSON report here")
+    p_up.add_argument("--keep", action="store_true", help="leave the rehearsal running")
+    sub.add_parser("down", help="remove a kept rehearsal")
+    args = parser.parse_args(argv)
+    return up(args) if args.command == "up" else down(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

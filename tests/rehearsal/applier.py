@@ -1,0 +1,180 @@
+"""Apply the real __main__.py to a real Docker Swarm, without the Pulumi engine.
+
+The program runs under `pulumi.runtime.set_mocks`; each resource it registers
+is created for real by its handler (tests/rehearsal/resources.py), and the real
+ids and outputs flow back into the program, so later resources see them as
+they would under `pulumi up`. A second `apply` with the same `Rehearsal` acts
+like a second `pulumi up` on the same state:
+
+- inputs unchanged: nothing happens, the recorded outputs are returned;
+- a change the handler can make in place (a service): updated in place;
+- otherwise replaced: created anew first and the old one deleted once the
+  whole program has run (Pulumi's default), or deleted first when the program
+  asked for delete_before_replace;
+- resources no longer registered are deleted at the end.
+
+`destroy` deletes in reverse dependency order, as `pulumi destroy` would.
+This is test machinery: it covers the resource types and inputs this program
+uses, and refuses anything else rather than drop it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from tests.rehearsal.resources import Context, Created, handler_for
+from tests.support.program import RecordingMocks, Registered, Run, run_program, secret, unwrap
+
+
+@dataclass
+class Applied:
+    """One resource as it exists on the swarm (the rehearsal's state entry)."""
+
+    typ: str
+    name: str
+    inputs: dict[str, Any]
+    """Plain inputs it was last applied with (kept in memory only)."""
+    created: Created
+
+
+@dataclass
+class State:
+    """Resources in an order that deletes safely when reversed."""
+
+    resources: list[Applied] = field(default_factory=list)
+
+    def get(self, name: str) -> Applied | None:
+        return next((r for r in self.resources if r.name == name), None)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """What tear-down needs, and no secret: secret outputs are left out."""
+        return [
+            {
+                "typ": r.typ,
+                "name": r.name,
+                "id": r.created.id,
+                "outputs": {k: v for k, v in r.created.outputs.items() if k not in r.created.secret_outputs},
+            }
+            for r in self.resources
+        ]
+
+    @classmethod
+    def from_json(cls, items: list[dict[str, Any]]) -> State:
+        return cls([Applied(i["typ"], i["name"], {}, Created(i["id"], i["outputs"])) for i in items])
+
+
+class ApplyMocks(RecordingMocks):
+    """Mocks whose answers are real resources."""
+
+    def __init__(self, ctx: Context, prior: State) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.prior = prior
+        self.seen: list[Applied] = []
+        self.replaced: list[Applied] = []
+        # The SDK registers from several threads; one at a time keeps the
+        # order of creation (and so of deletion) the order of dependencies.
+        self.lock = threading.Lock()
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+        if not args.custom:
+            # A component: only a grouping in the state, nothing to create.
+            self.resources.append(Registered(args.typ, args.name, dict(args.inputs), dict(args.inputs)))
+            return None, dict(args.inputs)
+        with self.lock:
+            created = self._apply(args.typ, args.name, unwrap(args.inputs))
+        state: dict[str, Any] = dict(args.inputs)
+        for key, value in created.outputs.items():
+            state[key] = secret(value) if key in created.secret_outputs else value
+        self.resources.append(Registered(args.typ, args.name, dict(args.inputs), state))
+        return created.id, state
+
+    def _apply(self, typ: str, name: str, inputs: dict[str, Any]) -> Created:
+        handler = handler_for(typ)
+        old = self.prior.get(name)
+        if old is not None and old.typ == typ:
+            if old.inputs == inputs:
+                self.seen.append(old)
+                return old.created
+            changed = handler.update(self.ctx, old.created, old.inputs, inputs)
+            if changed is not None:
+                self.ctx.log(f"updated {typ.split(':')[-1]} {name} in place")
+                self.seen.append(Applied(typ, name, inputs, changed))
+                return changed
+            if self.delete_before_replace.get(name):
+                self.ctx.log(f"replacing {name}: deleting the old one first")
+                handler.delete(self.ctx, old.created)
+            else:
+                self.replaced.append(old)
+        made = handler.create(self.ctx, name, inputs)
+        self.ctx.log(f"created {typ.split(':')[-1]} {name} ({made.outputs.get('name', made.id)})")
+        self.seen.append(Applied(typ, name, inputs, made))
+        return made
+
+    def state_after(self) -> tuple[State, list[Applied]]:
+        """(the new state, the old resources to delete now)."""
+        seen = {a.name for a in self.seen}
+        gone = [r for r in self.prior.resources if r.name not in seen]
+        return State(self.replaced + self.seen + gone), self.replaced + gone
+
+
+def _delete(ctx: Context, doomed: list[Applied]) -> None:
+    for r in reversed(doomed):
+        handler_for(r.typ).delete(ctx, r.created)
+        if r.typ.startswith("docker:") or r.typ.startswith("pulumi-python:dynamic"):
+            ctx.log(
+                f"deleted {r.typ.split(':')[-1]} {r.name} ({r.created.outputs.get('name', r.created.id)})"
+            )
+
+
+class Rehearsal:
+    """One stack's resources on the swarm, across applies, until destroy."""
+
+    def __init__(self, client: Any, stack: str, log: Callable[[str], None] = print) -> None:
+        self.ctx = Context(client, log)
+        self.stack = stack
+        self.state = State()
+
+    def apply(self, config: dict[str, Any], secret_keys: tuple[str, ...] = ()) -> Run:
+        """Run the program against the current state; returns what it registered and exported."""
+        mocks = ApplyMocks(self.ctx, self.state)
+        try:
+            run = run_program(config, secret_keys=secret_keys, stack=self.stack, base={}, mocks=mocks)
+        except BaseException:
+            # Keep everything that exists so destroy can remove it.
+            self.state = State(mocks.replaced + mocks.seen + [
+                r for r in self.state.resources if r not in mocks.seen and r not in mocks.replaced
+            ])  # fmt: skip
+            raise
+        self.state, doomed = mocks.state_after()
+        _delete(self.ctx, doomed)
+        self.state = State([r for r in self.state.resources if r not in doomed])
+        return run
+
+    def destroy(self) -> None:
+        """Delete everything, last created first."""
+        remaining = list(self.state.resources)
+        try:
+            while remaining:
+                _delete(self.ctx, [remaining[-1]])
+                remaining.pop()
+        finally:
+            self.state = State(remaining)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"stack": self.stack, "resources": self.state.to_json()}, indent=2))
+
+    @classmethod
+    def load(cls, client: Any, path: Path, log: Callable[[str], None] = print) -> Rehearsal:
+        doc = json.loads(path.read_text())
+        rehearsal = cls(client, doc["stack"], log)
+        rehearsal.state = State.from_json(doc["resources"])
+        return rehearsal

@@ -1,0 +1,178 @@
+"""A registry client with real trust checks, for the cache and the upstream.
+
+The Docker engine treats registries on 127.0.0.0/8 as insecure and would
+accept any certificate, so it cannot prove the TLS chain. This client can:
+it connects to an address (host:port) while verifying the certificate for a
+server name (SNI and hostname check) against a given CA file, the way a
+client that dials `cacheHost` through DNS would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+CONFIG_V1 = "application/vnd.docker.container.image.v1+json"
+LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+class _Connection(http.client.HTTPSConnection):
+    """HTTPS to `address`, verifying the certificate for `server_name`."""
+
+    def __init__(
+        self, address: tuple[str, int], server_name: str, context: ssl.SSLContext, timeout: float
+    ) -> None:
+        super().__init__(server_name, address[1], context=context, timeout=timeout)
+        self._address = address
+        self._context = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection(self._address, self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
+
+
+def context_for(ca_file: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def handshake(
+    address: tuple[str, int], server_name: str, ca_file: str, timeout: float = 5
+) -> x509.Certificate:
+    """Complete a verified TLS handshake with SNI `server_name`; the peer's certificate."""
+    with (
+        socket.create_connection(address, timeout) as raw,
+        context_for(ca_file).wrap_socket(raw, server_hostname=server_name) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+@dataclass
+class Image:
+    """A one-layer image: its manifest and the blobs it names."""
+
+    manifest: bytes
+    blobs: dict[str, bytes]
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.manifest).hexdigest()
+
+    @classmethod
+    def from_layer(cls, layer_gzip: bytes, diff_id: str) -> Image:
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {"Cmd": ["/bin/busybox", "true"]},
+                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            },
+            sort_keys=True,
+        ).encode()
+        blobs = {_digest(config): config, _digest(layer_gzip): layer_gzip}
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": MANIFEST_V2,
+                "config": {"mediaType": CONFIG_V1, "size": len(config), "digest": _digest(config)},
+                "layers": [{"mediaType": LAYER_GZIP, "size": len(layer_gzip), "digest": _digest(layer_gzip)}],
+            },
+            sort_keys=True,
+        ).encode()
+        return cls(manifest, blobs)
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class RegistryError(Exception):
+    pass
+
+
+class Registry:
+    """The registry API v2 at `address`, verified for `server_name` against `ca_file`."""
+
+    def __init__(self, address: tuple[str, int], server_name: str, ca_file: str, timeout: float = 30) -> None:
+        self.address = address
+        self.server_name = server_name
+        self.context = context_for(ca_file)
+        self.timeout = timeout
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        conn = _Connection(self.address, self.server_name, self.context, self.timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+    def wait_ready(self, timeout: float) -> float:
+        """Seconds until GET /v2/ answers 200 over verified TLS; raises with the last error."""
+        start = time.monotonic()
+        last: Any = None
+        while time.monotonic() - start < timeout:
+            try:
+                status, _, _ = self.request("GET", "/v2/")
+                if status == 200:
+                    return time.monotonic() - start
+                last = f"HTTP {status}"
+            except (OSError, http.client.HTTPException) as exc:
+                last = exc
+            time.sleep(0.2)
+        raise RegistryError(
+            f"{self.server_name} at {self.address[0]}:{self.address[1]} did not answer: {last}"
+        )
+
+    def push(self, repo: str, tag: str, image: Image) -> None:
+        for digest, data in image.blobs.items():
+            status, headers, body = self.request("POST", f"/v2/{repo}/blobs/uploads/")
+            if status != 202:
+                raise RegistryError(f"upload start: HTTP {status} {body[:200]!r}")
+            location = headers["location"]
+            path = location.split("://", 1)[-1].split("/", 1)[-1]
+            sep = "&" if "?" in path else "?"
+            status, _, body = self.request(
+                "PUT", f"/{path}{sep}digest={digest}", data, {"Content-Type": "application/octet-stream"}
+            )
+            if status != 201:
+                raise RegistryError(f"upload {digest}: HTTP {status} {body[:200]!r}")
+        status, _, body = self.request(
+            "PUT", f"/v2/{repo}/manifests/{tag}", image.manifest, {"Content-Type": MANIFEST_V2}
+        )
+        if status != 201:
+            raise RegistryError(f"manifest {repo}:{tag}: HTTP {status} {body[:200]!r}")
+
+    def pull(self, repo: str, ref: str) -> Image:
+        """Manifest and every blob, each checked against its digest."""
+        status, _, manifest = self.request(
+            "GET", f"/v2/{repo}/manifests/{ref}", headers={"Accept": MANIFEST_V2}
+        )
+        if status != 200:
+            raise RegistryError(f"manifest {repo}:{ref}: HTTP {status} {manifest[:200]!r}")
+        doc = json.loads(manifest)
+        blobs = {}
+        for entry in [doc["config"], *doc["layers"]]:
+            status, _, data = self.request("GET", f"/v2/{repo}/blobs/{entry['digest']}")
+            if status != 200:
+                raise RegistryError(f"blob {entry['digest']}: HTTP {status}")
+            if _digest(data) != entry["digest"]:
+                raise RegistryError(f"blob {entry['digest']} came back with digest {_digest(data)}")
+            blobs[entry["digest"]] = data
+        return Image(manifest, blobs)

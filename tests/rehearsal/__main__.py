@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-STATE_DIR = ROOT / "build/rehearsal"
+# One kept rehearsal at a time; REHEARSAL_DIR lets the tests use their own.
+STATE_DIR = Path(os.environ.get("REHEARSAL_DIR") or ROOT / "build/rehearsal")
 STATE = STATE_DIR / "state.json"
 TEST_REPO, TEST_TAG = "rehearsal/busybox", "latest"
 
@@ -123,12 +124,12 @@ def up(args: argparse.Namespace) -> int:
         say(f"rehearse: FAILED: {type(exc).__name__}: {exc}")
     finally:
         if args.keep and ok:
-            rehearsal.save(STATE)
+            rehearsal.save(STATE, upstreamPort=port)
             say("rehearse: kept running (KEEP=1); remove it with `make rehearse-down`")
         else:
             say("rehearse: removing the rehearsal")
             rehearsal.destroy()
-            up_.stop(c)
+            up_.stop(c, port)
     return 0 if ok else 1
 
 
@@ -140,10 +141,10 @@ def down(_args: argparse.Namespace) -> int:
         say("rehearse: no kept rehearsal to remove")
         return 0
     c = client()
-    rehearsal = Rehearsal.load(c, STATE, log=lambda m: say(f"  {m}"))
+    rehearsal, extra = Rehearsal.load(c, STATE, log=lambda m: say(f"  {m}"))
     say(f"rehearse: removing the kept rehearsal of stack {rehearsal.stack}")
     rehearsal.destroy()
-    up_.stop(c)
+    up_.stop(c, extra.get("upstreamPort"))
     STATE.unlink()
     say("rehearse: removed")
     return 0

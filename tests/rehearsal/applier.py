@@ -168,13 +168,18 @@ class Rehearsal:
         finally:
             self.state = State(remaining)
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, **extra: Any) -> None:
+        """Write what tear-down needs (no secret) and `extra` facts for the caller."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"stack": self.stack, "resources": self.state.to_json()}, indent=2))
+        path.touch(mode=0o600)
+        doc = {"stack": self.stack, "resources": self.state.to_json(), "extra": extra}
+        path.write_text(json.dumps(doc, indent=2))
 
     @classmethod
-    def load(cls, client: Any, path: Path, log: Callable[[str], None] = print) -> Rehearsal:
+    def load(
+        cls, client: Any, path: Path, log: Callable[[str], None] = print
+    ) -> tuple[Rehearsal, dict[str, Any]]:
         doc = json.loads(path.read_text())
         rehearsal = cls(client, doc["stack"], log)
         rehearsal.state = State.from_json(doc["resources"])
-        return rehearsal
+        return rehearsal, doc.get("extra") or {}

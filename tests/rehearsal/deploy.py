@@ -66,7 +66,7 @@ def apply_and_serve(
     node = local_node(rehearsal.ctx.client).attrs["Description"]["Hostname"]
     settings = for_local_swarm(stack, upstream, node, overrides)
     for note in settings.notes:
-        log(f"rehearsal: {note}")
+        log(f"rehearse: {note}")
     started = time.monotonic()
     run = rehearsal.apply(settings.config, settings.secret_keys)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -74,11 +74,11 @@ def apply_and_serve(
     # selfSigned: the certificate is its own trust anchor.
     ca_file.write_text(settings.client_ca_pem or run.exports["certificatePem"])
     deployed = Deployed(rehearsal, run, settings, ca_file, 0.0)
-    log(f"rehearsal: waiting for {run.exports['cacheUrl']} at {deployed.address[0]}:{deployed.address[1]}")
+    log(f"rehearse: waiting for {run.exports['cacheUrl']} at {deployed.address[0]}:{deployed.address[1]}")
     deployed.registry().wait_ready(SERVE_TIMEOUT)
     deployed.seconds_to_serve = round(time.monotonic() - started, 2)
     log(
-        f"rehearsal: the cache answers /v2/ over verified TLS "
+        f"rehearse: the cache answers /v2/ over verified TLS "
         f"({deployed.seconds_to_serve} s after apply began)"
     )
     return deployed

@@ -74,7 +74,8 @@ def for_local_swarm(
     tls = {k: v for k, v in dict(config.get("tls") or {}).items() if not _encrypted(v)}
     mode = tls.get("mode", "selfSigned")
     client_ca: str | None = None
-    host = str(config["cacheHost"])
+    # Missing or invalid keys are left for the program to report, as `pulumi up` would.
+    host = str(config.get("cacheHost") or "")
     if mode == "caSigned":
         if not (tls.get("caCertPem") and tls.get("caKeyPem")):
             ca = pki.make_ca("msr-cache rehearsal CA")

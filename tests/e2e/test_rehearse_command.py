@@ -1,0 +1,97 @@
+"""`make rehearse` and `make rehearse-down` as an operator runs them (the make
+targets call `python -m tests.rehearsal`; the swarm is already up here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.rehearsal.client import handshake
+from tests.support.program import ROOT
+
+pytestmark = pytest.mark.docker
+
+
+def rehearse(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "REHEARSAL_DIR": str(tmp_path / "state"), "UPSTREAM_PORT": "5920"}
+    return subprocess.run(
+        [sys.executable, "-m", "tests.rehearsal", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_rehearse_keep_report_then_down(tmp_path: Path, docker_client: Any, test_images: None) -> None:
+    report_file = tmp_path / "r.json"
+    up = rehearse(tmp_path, "up", "--stack", "dev", "--report", str(report_file), "--keep")
+    assert up.returncode == 0, up.stdout + up.stderr
+    report = json.loads(report_file.read_text())
+    assert set(report) == {
+        "cacheUrl", "address", "caFile", "dockerHost", "serviceName",
+        "node", "label", "secondsToServe", "pullOk",
+    }  # fmt: skip
+    assert report["pullOk"] is True
+    assert report["cacheUrl"] == "https://localhost:5443"
+    assert report["dockerHost"] == os.environ["DOCKER_HOST"]
+    assert (report["serviceName"], report["label"]) == ("msr-cache-dev", "dtr.cache")
+    assert 0 < report["secondsToServe"] < 90
+
+    # Kept: still serving, verifiable with the report alone.
+    host, port = report["address"].rsplit(":", 1)
+    cert = handshake((host, int(port)), "localhost", report["caFile"])
+    assert cert is not None
+    assert docker_client.services.get("msr-cache-dev")
+    state = (tmp_path / "state/state.json").read_text()
+    assert "PRIVATE KEY" not in state
+
+    again = rehearse(tmp_path, "up", "--stack", "dev")
+    assert again.returncode != 0 and "make rehearse-down" in again.stdout + again.stderr
+
+    down = rehearse(tmp_path, "down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    mine = {"label": "com.mirantis.msr-cache.stack=dev"}
+    assert docker_client.services.list(filters=mine) == []
+    assert docker_client.secrets.list(filters=mine) == []
+    assert docker_client.configs.list(filters=mine) == []
+    assert docker_client.containers.list(all=True, filters={"name": "msrc-upstream-5920"}) == []
+    assert not (tmp_path / "state/state.json").exists()
+
+
+def test_rehearse_without_keep_removes_everything(
+    tmp_path: Path, docker_client: Any, test_images: None
+) -> None:
+    run = rehearse(tmp_path, "up", "--stack", "staging")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert '"pullOk": true' in run.stdout
+    assert "tls.caCertPem/caKeyPem -> a test CA" in run.stdout
+    mine = {"label": "com.mirantis.msr-cache.stack=staging"}
+    assert docker_client.services.list(filters=mine) == []
+    assert docker_client.volumes.list(filters=mine) == []
+    assert "BEGIN" not in run.stdout + run.stderr  # no key or certificate printed
+
+
+def test_a_bad_stack_is_a_clear_error_and_leaves_nothing(
+    tmp_path: Path, docker_client: Any, test_images: None
+) -> None:
+    bad = tmp_path / "Pulumi.bad.yaml"
+    bad.write_text("config:\n  msr-cache:msrHost: msr.example.com\n  msr-cache:cachePort: 99999\n")
+    run = rehearse(tmp_path, "up", "--stack-config", str(bad))
+    assert run.returncode == 1
+    assert "msr-cache:cachePort" in run.stdout and "Traceback" not in run.stdout + run.stderr
+    assert docker_client.services.list(filters={"label": "com.mirantis.msr-cache.stack=bad"}) == []
+
+
+def test_an_unknown_stack_names_the_ones_there_are(tmp_path: Path) -> None:
+    run = rehearse(tmp_path, "up", "--stack", "nope")
+    assert run.returncode != 0
+    assert "stacks here: dev, prod, staging" in run.stderr

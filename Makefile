@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: help venv lint unit e2e test up preview destroy swarm-up swarm-down images rehearse rehearse-down
+.PHONY: help venv lint unit e2e test up preview destroy swarm-up swarm-down packages images rehearse rehearse-down
 
 help:
 	@echo "make up STACK=<env>       pulumi up for stacks/Pulumi.<env>.yaml (checks prerequisites first)"
@@ -54,7 +54,12 @@ e2e: $(STAMP)
 	 scripts/swarm.sh down; \
 	 exit $$status
 
-test: lint unit e2e
+# The Debian packages the unit and end-to-end tests use (docker.io, docker-registry,
+# busybox-static), installed when absent.
+packages:
+	@scripts/swarm.sh packages
+
+test: lint packages unit e2e
 
 up preview destroy: $(STAMP)
 	@scripts/pulumi-stack.sh $@ "$(STACK)"

@@ -7,6 +7,10 @@
 #   scripts/swarm.sh down  undo only what `up` did (stop the daemon it started,
 #                          or leave the swarm it created)
 #   scripts/swarm.sh env   print `export DOCKER_HOST=...` for the swarm
+#   scripts/swarm.sh packages
+#                          install the Debian packages the tests use when absent:
+#                          docker.io, docker-registry and busybox-static (the test
+#                          images and the stand-in's unit tests are built from them)
 #
 # State lives in build/swarm/ so `down` knows what it owns.
 set -euo pipefail
@@ -29,6 +33,30 @@ skip() {
   rm -f "$state/docker_host"
   log "unavailable: $*"
   exit 0
+}
+
+# Debian packages the tests need, as "command-to-check package" pairs.
+PACKAGES=("dockerd docker.io" "docker-registry docker-registry" "busybox busybox-static")
+
+packages() {
+  local missing=() pair
+  for pair in "${PACKAGES[@]}"; do
+    command -v "${pair%% *}" >/dev/null 2>&1 || missing+=("${pair#* }")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    log "missing Debian packages (install them as root): ${missing[*]}"
+    # CI must not turn a missing package into skipped tests.
+    [ "${CI:-}" = true ] && exit 1
+    return 0
+  fi
+  log "installing Debian's ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! { apt-get update -qq >/dev/null && apt-get install -y -qq "${missing[@]}" >/dev/null; }; then
+    log "apt-get install ${missing[*]} failed"
+    [ "${CI:-}" = true ] && exit 1
+  fi
+  return 0
 }
 
 install_engine() {
@@ -108,7 +136,8 @@ down() {
 
 case "${1:-}" in
   up) up ;;
+  packages) packages ;;
   down) down ;;
   env) [ -f "$state/docker_host" ] && printf 'export DOCKER_HOST=%s\n' "$(cat "$state/docker_host")" ;;
-  *) echo "usage: $0 up|down|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|env|packages" >&2; exit 2 ;;
 esac

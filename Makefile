@@ -67,6 +67,9 @@ up preview destroy: $(STAMP)
 # A stack rehearsed on the local swarm; see README "Rehearsal".
 KEEPING := $(filter 1 yes true,$(KEEP))
 rehearse: $(STAMP)
+	@if [ -z "$(STACK)$(STACK_CONFIG)" ]; then \
+	   echo "rehearse: say which stack: make rehearse STACK=<env> (stacks/Pulumi.<env>.yaml) or STACK_CONFIG=<file>" >&2; \
+	   exit 2; fi
 	@scripts/swarm.sh up; \
 	 eval "$$(scripts/swarm.sh env)"; \
 	 if [ -z "$${DOCKER_HOST:-}" ]; then \

@@ -67,14 +67,21 @@ def test_rehearse_keep_report_then_down(tmp_path: Path, docker_client: Any, test
     assert not (tmp_path / "state/state.json").exists()
 
 
+@pytest.mark.parametrize(
+    ("stack", "material"),
+    [
+        ("staging", "tls.caCertPem/caKeyPem -> a test CA"),  # caSigned, ECDSA, volume
+        ("prod", "tls.certPem/keyPem/chainPem -> a test leaf and intermediate"),  # provided, named volume
+    ],
+)
 def test_rehearse_without_keep_removes_everything(
-    tmp_path: Path, docker_client: Any, test_images: None
+    tmp_path: Path, docker_client: Any, test_images: None, stack: str, material: str
 ) -> None:
-    run = rehearse(tmp_path, "up", "--stack", "staging")
+    run = rehearse(tmp_path, "up", "--stack", stack)
     assert run.returncode == 0, run.stdout + run.stderr
     assert '"pullOk": true' in run.stdout
-    assert "tls.caCertPem/caKeyPem -> a test CA" in run.stdout
-    mine = {"label": "com.mirantis.msr-cache.stack=staging"}
+    assert material in run.stdout
+    mine = {"label": f"com.mirantis.msr-cache.stack={stack}"}
     assert docker_client.services.list(filters=mine) == []
     assert docker_client.volumes.list(filters=mine) == []
     assert "BEGIN" not in run.stdout + run.stderr  # no key or certificate printed

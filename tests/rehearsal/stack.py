@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from components.settings import is_ip
 from tests.rehearsal.upstream import CACHE_STAND_IN_IMAGE, Upstream
 from tests.support import pki
 
@@ -86,8 +87,8 @@ def for_local_swarm(
         root = pki.make_ca("msr-cache rehearsal root")
         inter = pki.make_ca("msr-cache rehearsal intermediate", issuer=root)
         names = [host, *tls.get("dnsNames", [])]
-        dns = [n for n in names if not _is_ip(n)]
-        ips = [n for n in names if _is_ip(n)] + list(tls.get("ipAddresses", []))
+        dns = [n for n in names if not is_ip(n)]
+        ips = [n for n in names if is_ip(n)] + list(tls.get("ipAddresses", []))
         leaf = pki.make_leaf(host, dns=dns, ips=ips, issuer=inter)
         tls |= {"certPem": leaf.cert_pem, "keyPem": leaf.key_pem, "chainPem": inter.cert_pem}
         notes.append("tls.certPem/keyPem/chainPem -> a test leaf and intermediate (added per checkout)")
@@ -95,13 +96,3 @@ def for_local_swarm(
     config["tls"] = tls
     secret_keys = ("tls",) if mode != "selfSigned" else ()
     return RehearsalConfig(config, secret_keys, client_ca, notes)
-
-
-def _is_ip(value: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True

@@ -501,11 +501,11 @@ def real_cache_config(tmp_path: Path, secrets: Path, msr_port: int, trust_msr_ca
     return edited(text, edit), port
 
 
-@needs_registry
-def test_real_registry_serves_tls_as_a_cache_of_msr(
-    tmp_path: Path, secrets: Path, msr: int, processes: list[subprocess.Popen[bytes]]
-) -> None:
-    text, port = real_cache_config(tmp_path, secrets, msr, trust_msr_ca=True)
+def start_real_cache(
+    tmp_path: Path, secrets: Path, msr: int, processes: list[subprocess.Popen[bytes]], trust_msr_ca: bool
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """start.sh running the real registry binary as the cache: (process, port, log file)."""
+    text, port = real_cache_config(tmp_path, secrets, msr, trust_msr_ca=trust_msr_ca)
     config = tmp_path / "config.yml"
     config.write_text(text)
     assert BUSYBOX is not None
@@ -515,7 +515,14 @@ def test_real_registry_serves_tls_as_a_cache_of_msr(
         "REGISTRY_BIN": str(REAL_REGISTRY),
     }
     log = tmp_path / "cache.log"
-    proc = start([BUSYBOX, "sh", str(START_SH), str(config)], env, log, processes)
+    return start([BUSYBOX, "sh", str(START_SH), str(config)], env, log, processes), port, log
+
+
+@needs_registry
+def test_real_registry_serves_tls_as_a_cache_of_msr(
+    tmp_path: Path, secrets: Path, msr: int, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    proc, port, log = start_real_cache(tmp_path, secrets, msr, processes, trust_msr_ca=True)
 
     wait_for_v2(proc, port, secrets / MSR_CA, log)
     assert "STAND-IN for mirantis/dtr-content-cache" in log.read_text()
@@ -527,17 +534,7 @@ def test_real_registry_without_msr_ca_refuses_to_start(
 ) -> None:
     # Distribution 2.8.2 calls the upstream's /v2/ while starting, so an untrusted MSR
     # certificate stops the cache at once: that is what makes `cas` matter.
-    text, _ = real_cache_config(tmp_path, secrets, msr, trust_msr_ca=False)
-    config = tmp_path / "config.yml"
-    config.write_text(text)
-    assert BUSYBOX is not None
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "STAND_IN_WORKDIR": str(tmp_path / "work"),
-        "REGISTRY_BIN": str(REAL_REGISTRY),
-    }
-    log = tmp_path / "cache.log"
-    proc = start([BUSYBOX, "sh", str(START_SH), str(config)], env, log, processes)
+    proc, _, log = start_real_cache(tmp_path, secrets, msr, processes, trust_msr_ca=False)
 
     assert proc.wait(timeout=10) != 0
     assert "x509: certificate signed by unknown authority" in log.read_text()

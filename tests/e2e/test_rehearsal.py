@@ -262,3 +262,28 @@ def test_destroy_leaves_nothing_of_the_stack(
     }
     assert not (names & leftovers)
     assert deployed.run.exports["serviceName"] not in {s.name for s in docker_client.services.list()}
+
+
+def test_a_failed_apply_keeps_what_it_made_for_destroy(
+    rehearsals: Callable[[str], Any], upstream: up.Upstream, docker_client: Any
+) -> None:
+    """As after a failed `pulumi up`: what was created stays in the state, and
+    destroy removes it. An unknown node fails in the label provider."""
+    from tests.rehearsal.stack import for_local_swarm
+
+    rehearsal = rehearsals("e2e-failed")
+    settings = for_local_swarm(DEV, upstream, "no-such-node")
+    with pytest.raises(Exception, match="Swarm node 'no-such-node' not found"):
+        rehearsal.apply(settings.config, settings.secret_keys)
+    mine = {"label": f"{LABEL}=e2e-failed"}
+    assert docker_client.services.list(filters=mine) == []  # it waits for the label
+    # Whatever got created before the failure (the order is the SDK's) is in the state.
+    recorded = {r.created.id for r in rehearsal.state.resources if r.typ.startswith("docker:")}
+    on_swarm = {
+        o.id for o in docker_client.secrets.list(filters=mine) + docker_client.configs.list(filters=mine)
+    }
+    assert on_swarm == recorded
+
+    rehearsal.destroy()
+    assert docker_client.secrets.list(filters=mine) == []
+    assert docker_client.configs.list(filters=mine) == []

@@ -39,8 +39,9 @@ class Applied:
 
     typ: str
     name: str
-    inputs: dict[str, Any]
-    """Plain inputs it was last applied with (kept in memory only)."""
+    inputs: dict[str, Any] = field(repr=False)
+    """Plain inputs it was last applied with (kept in memory only; secrets
+    included, so never shown in a repr or an assertion message)."""
     created: Created
 
 
@@ -82,6 +83,9 @@ class ApplyMocks(RecordingMocks):
         # The SDK registers from several threads; one at a time keeps the
         # order of creation (and so of deletion) the order of dependencies.
         self.lock = threading.Lock()
+        # Like `pulumi up`, start nothing new once a resource has failed.
+        self.failure: str | None = None
+        self.error: BaseException | None = None
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         if not args.custom:
@@ -89,7 +93,13 @@ class ApplyMocks(RecordingMocks):
             self.resources.append(Registered(args.typ, args.name, dict(args.inputs), dict(args.inputs)))
             return None, dict(args.inputs)
         with self.lock:
-            created = self._apply(args.typ, args.name, unwrap(args.inputs))
+            if self.failure is not None:
+                raise RuntimeError(f"{args.name} not applied: {self.failure} failed first")
+            try:
+                created = self._apply(args.typ, args.name, unwrap(args.inputs))
+            except BaseException as exc:
+                self.failure, self.error = args.name, exc
+                raise
         state: dict[str, Any] = dict(args.inputs)
         for key, value in created.outputs.items():
             state[key] = secret(value) if key in created.secret_outputs else value
@@ -148,10 +158,15 @@ class Rehearsal:
         try:
             run = run_program(config, secret_keys=secret_keys, stack=self.stack, base={}, mocks=mocks)
         except BaseException:
-            # Keep everything that exists so destroy can remove it.
-            self.state = State(mocks.replaced + mocks.seen + [
-                r for r in self.state.resources if r not in mocks.seen and r not in mocks.replaced
-            ])  # fmt: skip
+            # Keep everything that exists (new, updated, replaced, not reached) so
+            # destroy can remove it; nothing is deleted after a failed run. The
+            # lock waits for a registration still in progress in another thread.
+            with mocks.lock:
+                mocks.failure = mocks.failure or "the program"
+                self.state = mocks.state_after()[0]
+            if mocks.error is not None:
+                # The resource that failed, not one refused after it.
+                raise mocks.error from None
             raise
         self.state, doomed = mocks.state_after()
         _delete(self.ctx, doomed)

@@ -59,6 +59,10 @@ class Created:
     outputs: dict[str, Any]
     secret_outputs: set[str] = field(default_factory=set)
 
+    def __repr__(self) -> str:
+        shown = {k: "[secret]" if k in self.secret_outputs else v for k, v in self.outputs.items()}
+        return f"Created(id={self.id!r}, outputs={shown!r})"
+
 
 class Handler(Protocol):
     def create(self, ctx: Context, name: str, inputs: dict[str, Any]) -> Created: ...

@@ -4,6 +4,7 @@ certificates honour the tls inputs, and its saved state holds no secret."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -218,7 +219,7 @@ def test_saved_state_leaves_secret_outputs_out() -> None:
     assert State.from_json(saved).resources[1].created.outputs == {"name": "s-1"}
 
 
-UPSTREAM = Upstream("cid", "172.17.0.1", 5900, CA.cert_pem, None)  # type: ignore[arg-type]
+UPSTREAM = Upstream("cid", "172.17.0.1", 5900, CA.cert_pem, Path("ca.pem"))
 
 
 def test_stack_is_pointed_at_the_local_swarm() -> None:

@@ -18,10 +18,10 @@ from cryptography import x509
 
 from components.registry_config import files_named
 from tests.rehearsal import upstream as up
-from tests.rehearsal.client import handshake
 from tests.rehearsal.deploy import Deployed, apply_and_serve, local_node
 from tests.rehearsal.stack import read_stack
 from tests.support.program import ROOT
+from tools.smoke import handshake
 
 pytestmark = pytest.mark.docker
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.rehearsal.client import handshake
 from tests.support.program import ROOT
+from tools.smoke import handshake
 
 pytestmark = pytest.mark.docker
 

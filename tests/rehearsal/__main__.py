@@ -71,6 +71,7 @@ def up(args: argparse.Namespace) -> int:
     from tests.rehearsal.applier import Rehearsal
     from tests.rehearsal.deploy import apply_and_serve
     from tests.rehearsal.stack import read_stack
+    from tools.smoke import smoke_check
 
     name, path = stack_file(args)
     if STATE.exists():
@@ -97,8 +98,12 @@ def up(args: argparse.Namespace) -> int:
         say(f"rehearse: pushed {TEST_REPO}:{TEST_TAG} to the upstream")
         say("rehearse: applying the program to the swarm")
         deployed = apply_and_serve(rehearsal, stack, upstream, workdir, log=say)
-        pulled = deployed.registry().pull(TEST_REPO, TEST_TAG)
-        pull_ok = pulled.digest == image.digest
+        smoke = smoke_check(
+            deployed.address, deployed.server_name, str(deployed.ca_file),
+            expected_cert_pem=deployed.run.exports["certificatePem"], pull=(TEST_REPO, TEST_TAG),
+        )  # fmt: skip
+        pull_ok = smoke.pulled_digest == image.digest
+        say(f"rehearse: the cache presents the stack's certificate ({smoke.certificate_sha256[:16]}...)")
         say(f"rehearse: pulled {TEST_REPO}:{TEST_TAG} through the cache over verified TLS: {pull_ok}")
         engine_pull(c, deployed.address)
         say("rehearse: `docker pull` through the cache: ok")

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.rehearsal.applier import Rehearsal
-from tests.rehearsal.client import Registry
 from tests.rehearsal.stack import RehearsalConfig, for_local_swarm
 from tests.rehearsal.upstream import Upstream
 from tests.support.program import Run
+from tools.smoke import Registry
 
 SERVE_TIMEOUT = 90.0
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from tests.rehearsal.client import Image, Registry
 from tests.support import pki
+from tools.smoke import Image, Registry
 
 UPSTREAM_IMAGE = "127.0.0.1:5999/msrc-test/upstream-registry:2.8.2"
 CACHE_STAND_IN_IMAGE = "127.0.0.1:5999/msrc-test/dtr-content-cache-stand-in:2.8.2"

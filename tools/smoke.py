@@ -1,4 +1,8 @@
-"""A registry client with real trust checks, for the cache and the upstream.
+"""The smoke check of a deployed cache, and a registry client with real trust checks.
+
+`smoke_check` is what `make rehearse` and `make test-cache` run against a
+cache: it answers /v2/ over TLS verified for its name, presents the expected
+certificate, and (optionally) serves an image.
 
 The Docker engine treats registries on 127.0.0.0/8 as insecure and would
 accept any certificate, so it cannot prove the TLS chain. This client can:
@@ -176,3 +180,51 @@ class Registry:
                 raise RegistryError(f"blob {entry['digest']} came back with digest {_digest(data)}")
             blobs[entry["digest"]] = data
         return Image(manifest, blobs)
+
+
+class SmokeError(Exception):
+    pass
+
+
+@dataclass
+class SmokeResult:
+    seconds_to_serve: float
+    """From the start of the check to the first 200 on /v2/."""
+    certificate_sha256: str
+    """SHA-256 of the leaf the cache presented (hex, as `certificateSha256`)."""
+    pulled_digest: str | None
+    """Manifest digest of the pulled image, when a pull was asked for."""
+
+
+def smoke_check(
+    address: tuple[str, int],
+    server_name: str,
+    ca_file: str,
+    expected_cert_pem: str | None = None,
+    pull: tuple[str, str] | None = None,
+    timeout: float = 90,
+) -> SmokeResult:
+    """Check a deployed cache; raises SmokeError saying what is wrong."""
+    from cryptography.hazmat.primitives import hashes
+
+    registry = Registry(address, server_name, ca_file)
+    try:
+        seconds = registry.wait_ready(timeout)
+        cert = handshake(address, server_name, ca_file)
+    except (RegistryError, OSError) as exc:
+        raise SmokeError(f"the cache does not answer over verified TLS: {exc}") from None
+    fingerprint = cert.fingerprint(hashes.SHA256()).hex()
+    if expected_cert_pem is not None:
+        expected = x509.load_pem_x509_certificate(expected_cert_pem.encode())
+        if expected.fingerprint(hashes.SHA256()).hex() != fingerprint:
+            raise SmokeError(
+                f"the cache presents certificate {fingerprint}, not the stack's "
+                f"{expected.fingerprint(hashes.SHA256()).hex()} (an old task still running?)"
+            )
+    digest = None
+    if pull is not None:
+        try:
+            digest = registry.pull(*pull).digest
+        except (RegistryError, OSError) as exc:
+            raise SmokeError(f"pulling {pull[0]}:{pull[1]} through the cache failed: {exc}") from None
+    return SmokeResult(round(seconds, 2), fingerprint, digest)

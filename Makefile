@@ -7,12 +7,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: help venv lint unit e2e test up preview destroy swarm-up swarm-down packages images rehearse rehearse-down
+.PHONY: help venv lint unit e2e test up preview destroy rotate drift swarm-up swarm-down packages images rehearse rehearse-down
 
 help:
 	@echo "make up STACK=<env>       pulumi up for stacks/Pulumi.<env>.yaml (checks prerequisites first)"
 	@echo "make preview STACK=<env>  pulumi preview for that stack"
 	@echo "make destroy STACK=<env>  pulumi destroy for that stack"
+	@echo "make rotate STACK=<env>   replace the cache's key and certificate now (pulumi up --replace)"
+	@echo "make drift STACK=<env>    fail if the swarm drifted from the state (pulumi refresh --preview-only)"
 	@echo "make test                 lint, unit tests, and end-to-end tests on a local Docker Swarm"
 	@echo "make rehearse STACK=<env> apply a stack to a throwaway local swarm and pull through it"
 	@echo "                          (STACK_CONFIG=<file> instead of STACK, REPORT=<file>, KEEP=1)"
@@ -61,7 +63,8 @@ packages:
 
 test: lint packages unit e2e
 
-up preview destroy: $(STAMP)
+# rotate: replace the key and certificate now; drift: fail when the swarm differs from the state.
+up preview destroy rotate drift: $(STAMP)
 	@scripts/pulumi-stack.sh $@ "$(STACK)"
 
 # A stack rehearsed on the local swarm; see README "Rehearsal".

@@ -31,6 +31,8 @@ pulumi.export("upstream", cache.upstream)
 pulumi.export("certificatePem", cache.certificate_pem)
 pulumi.export("certificateSha256", cache.certificate_sha256)
 pulumi.export("certificateNotAfter", cache.certificate_not_after)
+# With tls.rotateEvery: the first `pulumi up` after this replaces key and certificate.
+pulumi.export("nextRotation", cache.next_rotation)
 pulumi.export("serviceName", cache.service_name)
 pulumi.export("node", cache.node)
 pulumi.export("label", cache.label)

@@ -40,6 +40,7 @@ class MsrCache(pulumi.ComponentResource):
     node: pulumi.Output[str]
     label: pulumi.Output[str]
     upstream: pulumi.Output[str]
+    next_rotation: pulumi.Output[str | None]
 
     def __init__(self, name: str, args: MsrCacheArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("msrcache:index:MsrCache", name, None, opts)
@@ -101,6 +102,7 @@ class MsrCache(pulumi.ComponentResource):
         self.node = node.node
         self.label = node.label
         self.upstream = pulumi.Output.from_input(s.upstream_url)
+        self.next_rotation = tls.next_rotation
         self.register_outputs(
             {
                 "cacheUrl": self.cache_url,
@@ -111,5 +113,6 @@ class MsrCache(pulumi.ComponentResource):
                 "node": self.node,
                 "label": self.label,
                 "upstream": self.upstream,
+                "nextRotation": self.next_rotation,
             }
         )

@@ -35,7 +35,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from components import certs
+from components import certs, rotation
 
 NAMESPACE = "msr-cache"
 PROJECT_FILE = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
@@ -113,6 +113,11 @@ def _duration(value: str) -> str:
     return value
 
 
+def _rotation_period(value: str) -> str:
+    rotation.period_hours(value)  # ValueError names the expected form
+    return value
+
+
 def _service_name(value: str) -> str:
     if value and not _SERVICE_RE.match(value):
         raise ValueError(
@@ -146,6 +151,7 @@ NodeName = Annotated[str, AfterValidator(_node)]
 LabelKey = Annotated[str, AfterValidator(_label_key)]
 Image = Annotated[str, AfterValidator(_image)]
 Duration = Annotated[str, AfterValidator(_duration)]
+RotationPeriod = Annotated[str, AfterValidator(_rotation_period)]
 ServiceName = Annotated[str, AfterValidator(_service_name)]
 VolumeName = Annotated[str, AfterValidator(_volume_name)]
 CaPem = Annotated[str, AfterValidator(_ca_pem)]
@@ -172,6 +178,8 @@ class TlsSettings(_Model):
     key_algorithm: Literal["RSA", "ECDSA"] = "RSA"
     rsa_bits: Literal[2048, 3072, 4096] = 4096
     validity_hours: Annotated[int, Field(ge=24, le=87600)] = 8760
+    # Planned rotation period ("2160h", "90d"); None: only forced rotation.
+    rotate_every: RotationPeriod | None = None
     dns_names: list[DnsName] = []
     ip_addresses: list[IpAddress] = []
     # caSigned: the internal CA that signs the cache certificate.
@@ -234,7 +242,7 @@ def _url_host(host: str) -> str:
 _ECHO_SAFE = {
     "msrHost", "msrPort", "fetchMsrCa", "cacheHost", "cachePort", "cacheNode", "nodeLabel",
     "image", "blobTtl", "logLevel", "publishMode", "serviceName",
-    "tls.mode", "tls.keyAlgorithm", "tls.rsaBits", "tls.validityHours",
+    "tls.mode", "tls.keyAlgorithm", "tls.rsaBits", "tls.validityHours", "tls.rotateEvery",
     "storage.mode", "storage.volumeName", "storage.driver",
 }  # fmt: skip
 
@@ -254,6 +262,7 @@ _FORMS = {
     "tls.keyAlgorithm": "one of RSA, ECDSA",
     "tls.rsaBits": "one of 2048, 3072, 4096",
     "tls.validityHours": "an integer number of hours from 24 to 87600",
+    "tls.rotateEvery": "a period in whole hours or days, e.g. 2160h or 90d, 24h+ below tls.validityHours",
     "tls.dnsNames": "a list of DNS names",
     "tls.ipAddresses": "a list of IP addresses",
     "storage": "an object with mode container or volume (see README)",
@@ -467,7 +476,32 @@ def _tls_checks(tls: TlsSettings, cache_host: str | None, now: dt.datetime | Non
         problems.extend(_check_ca(tls, now))
     elif tls.mode == "provided":
         problems.extend(_check_provided(tls, cache_host, now))
+    problems.extend(_check_rotation(tls))
     return problems
+
+
+def _check_rotation(tls: TlsSettings) -> list[Problem]:
+    if tls.rotate_every is None:
+        return []
+    if tls.mode == "provided":
+        return [
+            Problem(
+                "tls.rotateEvery",
+                "cannot rotate a provided certificate; expected it unset with tls.mode provided "
+                "(rotate by setting the new tls.certPem and tls.keyPem)",
+            )
+        ]
+    hours = rotation.period_hours(tls.rotate_every)
+    if hours < 24 or hours > tls.validity_hours - 24:
+        return [
+            Problem(
+                "tls.rotateEvery",
+                f"{tls.rotate_every} must be at least 24h and at least 24h shorter than "
+                f"tls.validityHours ({tls.validity_hours}h), so a rotation happens before expiry; "
+                f"expected e.g. {max(24, tls.validity_hours // 4 * 3)}h",
+            )
+        ]
+    return []
 
 
 def _secret(value: SecretStr | None) -> str:

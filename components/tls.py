@@ -14,12 +14,13 @@ cache.cert.pem) and `key_pem` is a Pulumi secret.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_tls as tls
 
-from components import certs
+from components import certs, rotation
 from components.settings import TlsSettings, is_fqdn, is_ip
 
 # What a TLS server certificate needs; snake_case is the Python SDK's spelling.
@@ -55,6 +56,9 @@ class CacheTlsArgs:
     """Name clients use; the certificate's first SAN and its common name."""
     cache_node: str
     """Swarm node hostname; added as a SAN when it is an FQDN."""
+    # Looked up at call time so tests can move the clock (rotation.utcnow).
+    now: dt.datetime = field(default_factory=lambda: rotation.utcnow())
+    """When this run happens: picks the rotation period (tls.rotateEvery)."""
 
 
 class CacheTls(pulumi.ComponentResource):
@@ -64,6 +68,8 @@ class CacheTls(pulumi.ComponentResource):
     """Certificate for cache.cert.pem: the leaf, then any intermediate."""
     key_pem: pulumi.Output[str]
     """Unencrypted private key for cache.key.pem (secret)."""
+    next_rotation: pulumi.Output[str | None]
+    """When the planned rotation period ends (ISO 8601), or None without tls.rotateEvery."""
 
     def __init__(self, name: str, args: CacheTlsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("msrcache:index:CacheTls", name, None, opts)
@@ -80,13 +86,16 @@ class CacheTls(pulumi.ComponentResource):
             self.cert_pem = pulumi.Output.from_input(bundle)
             self.key_pem = pulumi.Output.secret(s.key_pem.get_secret_value())
         else:
+            # A new rotation period replaces the key; the certificate and the
+            # Swarm secrets follow from it, and the service is updated in place.
+            trigger = rotation.trigger(s.rotate_every, args.now) if s.rotate_every else None
             key = tls.PrivateKey(
                 f"{name}-key",
                 algorithm=s.key_algorithm,
                 rsa_bits=s.rsa_bits if s.key_algorithm == "RSA" else None,
                 # pulumi-tls defaults to P224, which clients reject; P256 is universal.
                 ecdsa_curve="P256" if s.key_algorithm == "ECDSA" else None,
-                opts=child,
+                opts=pulumi.ResourceOptions(parent=self, replacement_trigger=trigger),
             )
             self.key_pem = pulumi.Output.secret(key.private_key_pem)
             if s.mode == "selfSigned":
@@ -129,4 +138,8 @@ class CacheTls(pulumi.ComponentResource):
                 else:
                     self.cert_pem = signed.cert_pem
 
-        self.register_outputs({"certPem": self.cert_pem, "keyPem": self.key_pem})
+        due = rotation.next_rotation(s.rotate_every, args.now).isoformat() if s.rotate_every else None
+        self.next_rotation = pulumi.Output.from_input(due)
+        self.register_outputs(
+            {"certPem": self.cert_pem, "keyPem": self.key_pem, "nextRotation": self.next_rotation}
+        )

@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# `make up|preview|destroy STACK=<env>`: run pulumi for one stack, after checking
-# everything a newcomer may be missing, each with what to do about it.
+# `make up|preview|destroy|rotate|drift STACK=<env>`: run pulumi for one stack,
+# after checking everything a newcomer may be missing, each with what to do about it.
+#
+#   rotate  pulumi up, replacing the cache's private key now (forced rotation):
+#           the certificate and both Swarm secrets follow, the service is updated
+#           in place
+#   drift   pulumi refresh --preview-only --expect-no-changes: fails when the swarm
+#           no longer matches the state (label removed by hand, service edited)
 set -uo pipefail
 
 action=${1:-}
@@ -25,5 +31,21 @@ DOCKER_HOST=$docker_host timeout 20 docker info --format '{{.Swarm.ControlAvaila
   || fail "cannot reach a Swarm manager at ${docker_host:-the local socket}: set DOCKER_HOST (or \
 \`pulumi config set docker:host ...\`), or load an MKE client bundle (source env.sh)"
 
-pulumi stack select "$stack" >/dev/null 2>&1 || pulumi stack init "$stack" || fail "could not create stack $stack"
-exec pulumi "$action" --stack "$stack"
+case "$action" in
+  rotate)
+    pulumi stack select "$stack" >/dev/null 2>&1 || fail "stack $stack does not exist yet: make up STACK=$stack first"
+    mode=$(pulumi config get --path tls.mode --stack "$stack" 2>/dev/null || echo selfSigned)
+    [ "$mode" != provided ] || fail "tls.mode is provided: rotate by setting the new tls.certPem and tls.keyPem, then make up"
+    urn=$(.venv/bin/python -c 'import sys; from components.rotation import key_urn; print(key_urn(sys.argv[1]))' "$stack") \
+      || fail "could not compute the key's URN (make venv first)"
+    exec pulumi up --stack "$stack" --replace "$urn"
+    ;;
+  drift)
+    pulumi stack select "$stack" >/dev/null 2>&1 || fail "stack $stack does not exist yet: nothing to compare"
+    exec pulumi refresh --stack "$stack" --preview-only --expect-no-changes
+    ;;
+  *)
+    pulumi stack select "$stack" >/dev/null 2>&1 || pulumi stack init "$stack" || fail "could not create stack $stack"
+    exec pulumi "$action" --stack "$stack"
+    ;;
+esac

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from components.registry_config import files_named
 from tests.rehearsal import upstream as up
@@ -291,3 +292,62 @@ def test_a_failed_apply_keeps_what_it_made_for_destroy(
     rehearsal.destroy()
     assert docker_client.secrets.list(filters=mine) == []
     assert docker_client.configs.list(filters=mine) == []
+
+
+# -- re-runs and planned rotation ---------------------------------------------
+
+
+def test_reapplying_the_same_stack_changes_nothing(
+    deploy: Callable[..., Deployed], rehearsals: Callable[[str], Any], applied_log: list[str]
+) -> None:
+    rehearsal = rehearsals("e2e-rerun")
+    first = deploy("e2e-rerun", rehearsal=rehearsal)
+    version = first.service().attrs["Version"]["Index"]
+    applied_log.clear()
+    second = deploy("e2e-rerun", rehearsal=rehearsal)
+    assert applied_log == []
+    assert second.service().attrs["Version"]["Index"] == version
+
+
+def test_crossing_the_rotation_period_replaces_key_cert_and_secrets_only(
+    deploy: Callable[..., Deployed],
+    rehearsals: Callable[[str], Any],
+    applied_log: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import datetime as dt
+
+    from components import rotation
+
+    now = [dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)]
+    monkeypatch.setattr(rotation, "utcnow", lambda: now[0])
+    tls = {**DEV["tls"], "rotateEvery": "720h"}
+    rehearsal = rehearsals("e2e-rotate-every")
+    before = deploy("e2e-rotate-every", {"tls": tls}, rehearsal=rehearsal)
+    service_id = before.service().id
+    old_cert = handshake(before.address, before.server_name, str(before.ca_file))
+    applied_log.clear()
+
+    now[0] = rotation.next_rotation("720h", now[0])
+    after = deploy("e2e-rotate-every", {"tls": tls}, rehearsal=rehearsal)
+
+    def kinds(verb: str) -> list[str]:
+        return sorted(
+            line.split(" (")[0].removeprefix(verb + " ") for line in applied_log if line.startswith(verb)
+        )
+
+    made = [
+        "PrivateKey msr-cache-tls-key",
+        "Secret msr-cache-files-cache-cert",
+        "Secret msr-cache-files-cache-key",
+    ]
+    assert kinds("created") == sorted([*made, "SelfSignedCert msr-cache-tls-cert"])
+    assert kinds("updated") == ["Service msr-cache-service-service in place"]
+    assert kinds("deleted") == ["Secret msr-cache-files-cache-cert", "Secret msr-cache-files-cache-key"]
+    assert after.service().id == service_id
+    new_cert = handshake(after.address, after.server_name, str(after.ca_file))
+    spki = [
+        c.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        for c in (old_cert, new_cert)
+    ]
+    assert spki[0] != spki[1], "the cache still serves the old key"

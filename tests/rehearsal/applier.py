@@ -43,6 +43,8 @@ class Applied:
     """Plain inputs it was last applied with (kept in memory only; secrets
     included, so never shown in a repr or an assertion message)."""
     created: Created
+    trigger: Any = None
+    """The replacement_trigger it was made with; a new value replaces it."""
 
 
 @dataclass
@@ -109,14 +111,18 @@ class ApplyMocks(RecordingMocks):
     def _apply(self, typ: str, name: str, inputs: dict[str, Any]) -> Created:
         handler = handler_for(typ)
         old = self.prior.get(name)
+        trigger = self.replacement_triggers.get(name)
         if old is not None and old.typ == typ:
-            if old.inputs == inputs:
+            if old.inputs == inputs and old.trigger == trigger:
                 self.seen.append(old)
                 return old.created
-            changed = handler.update(self.ctx, old.created, old.inputs, inputs)
+            # A changed replacement_trigger replaces, whatever the inputs.
+            changed = (
+                handler.update(self.ctx, old.created, old.inputs, inputs) if old.trigger == trigger else None
+            )
             if changed is not None:
                 self.ctx.log(f"updated {typ.split(':')[-1]} {name} in place")
-                self.seen.append(Applied(typ, name, inputs, changed))
+                self.seen.append(Applied(typ, name, inputs, changed, trigger))
                 return changed
             if self.delete_before_replace.get(name):
                 self.ctx.log(f"replacing {name}: deleting the old one first")
@@ -125,7 +131,7 @@ class ApplyMocks(RecordingMocks):
                 self.replaced.append(old)
         made = handler.create(self.ctx, name, inputs)
         self.ctx.log(f"created {typ.split(':')[-1]} {name} ({made.outputs.get('name', made.id)})")
-        self.seen.append(Applied(typ, name, inputs, made))
+        self.seen.append(Applied(typ, name, inputs, made, trigger))
         return made
 
     def state_after(self) -> tuple[State, list[Applied]]:

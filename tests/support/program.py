@@ -21,6 +21,7 @@ from typing import Any
 
 import pulumi
 from cryptography import x509
+from google.protobuf.json_format import MessageToDict
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.sync_await import _sync_await
@@ -87,6 +88,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.urns: dict[str, str] = {}
         self.dependencies: dict[str, list[str]] = {}
         self.delete_before_replace: dict[str, bool] = {}
+        self.replacement_triggers: dict[str, Any] = {}
+        self.parents: dict[str, str] = {}
+
+    def generation(self, name: str) -> int:
+        """How many times `name` has been made anew (StatefulMocks); picks fresh keys and names."""
+        return 0
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> Any:
         return {}
@@ -98,7 +105,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if typ == "tls:index/privateKey:PrivateKey":
             key: pki.PrivateKey
             if plain["algorithm"] == "RSA":
-                key = pki.rsa_key(int(plain.get("rsaBits", 2048)))
+                key = pki.rsa_key(int(plain.get("rsaBits", 2048)), slot=self.generation(args.name))
             else:
                 assert plain.get("ecdsaCurve") == "P256", "ECDSA key without P256"
                 key = pki.ec_key()
@@ -132,9 +139,47 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "".join(alphabet[b % len(alphabet)] for b in digest)[: int(plain["length"])]
             )
         if typ.startswith("docker:") and "name" not in plain:
-            state["name"] = f"{args.name}-{_suffix(args.name)}"
+            # Auto-naming: a new suffix when the resource is made anew.
+            salt = (
+                args.name if not self.generation(args.name) else f"{args.name}#{self.generation(args.name)}"
+            )
+            state["name"] = f"{args.name}-{_suffix(salt)}"
         self.resources.append(Registered(typ, args.name, dict(args.inputs), state))
         return f"{args.name}-id", state
+
+
+class StatefulMocks(RecordingMocks):
+    """Mocks with a memory, like the engine's state between two `pulumi up`s.
+
+    A resource registered again with the same inputs and replacement trigger
+    keeps its outputs (no change); otherwise it is made anew (a new key, a new
+    auto-name) and listed in `changed`. Pass the previous run's mocks to carry
+    the memory over.
+    """
+
+    def __init__(self, previous: StatefulMocks | None = None) -> None:
+        super().__init__()
+        self.memory: dict[str, tuple[str, Any, Any, dict[str, Any]]] = (
+            dict(previous.memory) if previous else {}
+        )
+        self.generations: dict[str, int] = dict(previous.generations) if previous else {}
+        self.changed: set[str] = set()
+
+    def generation(self, name: str) -> int:
+        return self.generations.get(name, 0)
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+        plain, trigger = unwrap(args.inputs), self.replacement_triggers.get(args.name)
+        old = self.memory.get(args.name)
+        if old is not None and old[:3] == (args.typ, plain, trigger):
+            self.resources.append(Registered(args.typ, args.name, dict(args.inputs), old[3]))
+            return f"{args.name}-id", old[3]
+        if old is not None:
+            self.changed.add(args.name)
+            self.generations[args.name] = self.generation(args.name) + 1
+        id_, state = super().new_resource(args)
+        self.memory[args.name] = (args.typ, plain, trigger, state)
+        return id_, state
 
 
 def _record_registration(self: MockMonitor, request: Any) -> Any:
@@ -144,6 +189,9 @@ def _record_registration(self: MockMonitor, request: Any) -> Any:
     if isinstance(self.mocks, RecordingMocks):
         self.mocks.dependencies[request.name] = list(request.dependencies)
         self.mocks.delete_before_replace[request.name] = bool(request.deleteBeforeReplace)
+        self.mocks.parents[request.name] = request.parent
+        if request.HasField("replacement_trigger"):
+            self.mocks.replacement_triggers[request.name] = MessageToDict(request.replacement_trigger)
     response = _register_resource(self, request)
     if isinstance(self.mocks, RecordingMocks):
         self.mocks.urns[request.name] = response.urn
@@ -167,6 +215,19 @@ class Run:
 
     def urn_of(self, name: str) -> str:
         return self.mocks.urns[name]
+
+    def engine_urn(self, name: str) -> str:
+        """The URN the Pulumi engine gives `name`. The mock monitor abbreviates
+        URNs to the parent's last type; the engine uses the parent's whole
+        qualified type and leaves out the root stack (deployment.generateURN)."""
+        by_urn = {urn: n for n, urn in self.mocks.urns.items()}
+        types = {r.name: r.typ for r in self.resources}
+        chain, current = [], name
+        while current in types:
+            chain.append(types[current])
+            current = by_urn.get(self.mocks.parents.get(current, ""), "")
+        stack, project = pulumi.get_stack(), pulumi.get_project()
+        return f"urn:pulumi:{stack}::{project}::{'$'.join(reversed(chain))}::{name}"
 
     def dependencies_of(self, name: str) -> list[str]:
         return self.mocks.dependencies[name]

@@ -32,6 +32,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
+	@# shellcheck/pyflakes off: actionlint uses them only when on PATH, which would make results machine-dependent.
+	$(VENV)/bin/actionlint -shellcheck= -pyflakes=
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q

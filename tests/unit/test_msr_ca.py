@@ -193,3 +193,26 @@ def test_program_with_reachable_msr_is_seen_registering_resources(
     """The no-resource check above can fail: the spy does see a successful run."""
     _run_fetching(serving_ca)
     assert any(name.startswith("docker:index/secret:Secret::msr-cache-files-msr-ca") for name in registered)
+
+
+def test_a_fetched_ca_that_did_not_change_causes_no_change(tmp_path: Path) -> None:
+    """Two runs fetching the same CA: as in the engine's state, nothing changes."""
+    with _https_server({"/ca": (200, CA_PEM.encode())}, tmp_path) as port:
+        config = {"msrHost": HOST, "msrPort": port, "fetchMsrCa": True}
+        first = program.StatefulMocks()
+        program.run_program(config=config, mocks=first)
+        second = program.StatefulMocks(previous=first)
+        program.run_program(config=config, mocks=second)
+    assert second.changed == set()
+
+
+def test_a_fetched_ca_that_changed_replaces_only_its_secret_and_updates_the_service(tmp_path: Path) -> None:
+    routes = {"/ca": (200, CA_PEM.encode())}
+    with _https_server(routes, tmp_path) as port:
+        config = {"msrHost": HOST, "msrPort": port, "fetchMsrCa": True}
+        first = program.StatefulMocks()
+        program.run_program(config=config, mocks=first)
+        routes["/ca"] = (200, pki.make_ca("MSR CA, renewed").cert_pem.encode())
+        second = program.StatefulMocks(previous=first)
+        program.run_program(config=config, mocks=second)
+    assert second.changed == {"msr-cache-files-msr-ca", "msr-cache-service-service"}

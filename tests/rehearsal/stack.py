@@ -5,7 +5,7 @@ What changes and why (each change is reported):
   (fetchMsrCa off: the CA is given);
 - cacheNode: the local swarm's node; publishMode host (no routing mesh here);
 - image: the content-cache stand-in (the real image cannot be pulled here);
-- TLS material the operator adds per checkout (`pulumi config set`), or that
+- TLS material missing from the stack file (`pulumi config set` adds it), or that
   is stored encrypted (`secure:`, which only the Pulumi CLI can decrypt), is
   replaced by test material of the same kind: a test CA for caSigned, a test
   root, intermediate and leaf for provided.
@@ -81,7 +81,7 @@ def for_local_swarm(
         if not (tls.get("caCertPem") and tls.get("caKeyPem")):
             ca = pki.make_ca("msr-cache rehearsal CA")
             tls |= {"caCertPem": ca.cert_pem, "caKeyPem": ca.key_pem}
-            notes.append("tls.caCertPem/caKeyPem -> a test CA (the stack's are added per checkout)")
+            notes.append("tls.caCertPem/caKeyPem -> a test CA (not in the stack file, or encrypted)")
         client_ca = tls["caCertPem"]
     elif mode == "provided" and not (tls.get("certPem") and tls.get("keyPem")):
         root = pki.make_ca("msr-cache rehearsal root")
@@ -91,7 +91,7 @@ def for_local_swarm(
         ips = [n for n in names if is_ip(n)] + list(tls.get("ipAddresses", []))
         leaf = pki.make_leaf(host, dns=dns, ips=ips, issuer=inter)
         tls |= {"certPem": leaf.cert_pem, "keyPem": leaf.key_pem, "chainPem": inter.cert_pem}
-        notes.append("tls.certPem/keyPem/chainPem -> a test leaf and intermediate (added per checkout)")
+        notes.append("tls.certPem/keyPem/chainPem -> a test leaf and intermediate (not in the stack file, or encrypted)")
         client_ca = root.cert_pem
     config["tls"] = tls
     secret_keys = ("tls",) if mode != "selfSigned" else ()

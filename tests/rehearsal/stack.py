@@ -81,7 +81,7 @@ def for_local_swarm(
         if not (tls.get("caCertPem") and tls.get("caKeyPem")):
             ca = pki.make_ca("msr-cache rehearsal CA")
             tls |= {"caCertPem": ca.cert_pem, "caKeyPem": ca.key_pem}
-            notes.append("tls.caCertPem/caKeyPem -> a test CA (not in the stack file, or encrypted)")
+            notes.append("tls.caCertPem/caKeyPem -> a test CA (absent or encrypted in the stack file)")
         client_ca = tls["caCertPem"]
     elif mode == "provided" and not (tls.get("certPem") and tls.get("keyPem")):
         root = pki.make_ca("msr-cache rehearsal root")
@@ -91,7 +91,10 @@ def for_local_swarm(
         ips = [n for n in names if is_ip(n)] + list(tls.get("ipAddresses", []))
         leaf = pki.make_leaf(host, dns=dns, ips=ips, issuer=inter)
         tls |= {"certPem": leaf.cert_pem, "keyPem": leaf.key_pem, "chainPem": inter.cert_pem}
-        notes.append("tls.certPem/keyPem/chainPem -> a test leaf and intermediate (not in the stack file, or encrypted)")
+        notes.append(
+            "tls.certPem/keyPem/chainPem -> a test leaf and intermediate "
+            "(absent or encrypted in the stack file)"
+        )
         client_ca = root.cert_pem
     config["tls"] = tls
     secret_keys = ("tls",) if mode != "selfSigned" else ()

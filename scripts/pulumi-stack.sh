@@ -16,7 +16,7 @@ cd "$root"
 
 fail() { printf 'msr-cache: %s\n' "$*" >&2; exit 1; }
 
-[ -n "$stack" ] || fail "say which stack: make $action STACK=<env>, one of: $(ls stacks | sed -n 's/^Pulumi\.\(.*\)\.yaml$/\1/p' | xargs)"
+[ -n "$stack" ] || fail "say which stack: make $action STACK=<env>, one of: $(ls stacks | sed -n 's/^Pulumi\.\(.*\)\.yaml$/\1/p' | grep -v '^test-' | xargs)"
 [ -f "stacks/Pulumi.$stack.yaml" ] || fail "no stacks/Pulumi.$stack.yaml; copy one of the files in stacks/ and edit it"
 
 command -v pulumi >/dev/null 2>&1 || fail "the Pulumi CLI is not installed (https://www.pulumi.com/docs/install/); \
@@ -38,14 +38,19 @@ case "$action" in
     [ "$mode" != provided ] || fail "tls.mode is provided: rotate by setting the new tls.certPem and tls.keyPem, then make up"
     urn=$(.venv/bin/python -c 'import sys; from components.rotation import key_urn; print(key_urn(sys.argv[1]))' "$stack") \
       || fail "could not compute the key's URN (make venv first)"
-    exec pulumi up --stack "$stack" --replace "$urn"
+    exec pulumi up --stack "$stack" --replace "$urn" --policy-pack policy
     ;;
   drift)
     pulumi stack select "$stack" >/dev/null 2>&1 || fail "stack $stack does not exist yet: nothing to compare"
     exec pulumi refresh --stack "$stack" --preview-only --expect-no-changes
     ;;
-  *)
+  up|preview)
     pulumi stack select "$stack" >/dev/null 2>&1 || pulumi stack init "$stack" || fail "could not create stack $stack"
+    # The guardrails in policy/ (make builds policy/venv) apply to every preview and up.
+    exec pulumi "$action" --stack "$stack" --policy-pack policy
+    ;;
+  *)
+    pulumi stack select "$stack" >/dev/null 2>&1 || fail "stack $stack does not exist: nothing to $action"
     exec pulumi "$action" --stack "$stack"
     ;;
 esac

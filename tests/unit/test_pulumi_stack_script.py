@@ -63,7 +63,7 @@ def run(action: str, stack: str, env: dict[str, str], **extra: str) -> tuple[int
 def test_rotate_replaces_the_key_by_its_urn(env: dict[str, str]) -> None:
     code, err, calls = run("rotate", "prod", env)
     assert code == 0, err
-    assert calls[-1] == f"up --stack prod --replace {rotation.key_urn('prod')}"
+    assert calls[-1] == f"up --stack prod --replace {rotation.key_urn('prod')} --policy-pack policy"
 
 
 def test_rotate_refuses_a_provided_certificate(env: dict[str, str]) -> None:
@@ -87,7 +87,13 @@ def test_drift_is_a_refresh_preview_that_expects_no_changes(env: dict[str, str])
 def test_up_creates_the_stack_when_missing(env: dict[str, str]) -> None:
     code, err, calls = run("up", "dev", env, NO_STACK="1")
     assert code == 0, err
-    assert calls[-2:] == ["stack init dev", "up --stack dev"]
+    assert calls[-2:] == ["stack init dev", "up --stack dev --policy-pack policy"]
+
+
+def test_destroy_of_a_stack_that_does_not_exist_creates_nothing(env: dict[str, str]) -> None:
+    code, err, calls = run("destroy", "dev", env, NO_STACK="1")
+    assert code == 1 and "stack dev does not exist" in err
+    assert not any(c.startswith("stack init") for c in calls)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,653 @@
+"""The msr-cache policies: what every deployment of this program must look like.
+
+Each policy is a plain function, ``check(resource_type, name, props, secret_outputs)``,
+that returns violation messages (empty when the resource complies or the policy does not
+apply to its type), wrapped in a mandatory ``ResourceValidationPolicy``. The functions
+know nothing of the engine, so the tests run them on the program's real registrations.
+
+What a resource policy sees (pulumi-policy 1.21, ``policy.py`` ``Analyze`` and
+``deserialize.py``):
+
+- ``props`` are the resource's *inputs*, with camelCase wire names
+  (``taskSpec.containerSpec.image``). Nested values are read-only proxies that raise
+  ``UnknownValueError`` on a value not known yet (during preview: ids, names, anything
+  computed from another resource's output). ``plain()`` turns them into dicts and lists
+  with ``UNKNOWN`` in those places, and every check reports nothing about what is
+  ``UNKNOWN``; the same check runs again on ``pulumi up``, when the values are known.
+- Secret values arrive **decrypted and unmarked**: ``Analyze`` deserializes with
+  ``proxy_secrets=False``, which drops the secret wrapper. So the ServiceConfig's
+  ``data`` (base64 ``config.yml``, secret because it holds ``http.secret``) is
+  readable here whenever it is known; the TLS and blob-TTL policies read it. Messages
+  echo only the TLS paths and ``blobttl``, never other parts of ``config.yml``.
+
+Limitation of the secret policy (``secret-inputs-marked-secret``): a policy cannot see
+whether an input value was passed as a secret. pulumi-policy strips the marker before
+the policy runs (only ``Remediate`` keeps it, for remediations), and this is an open
+request upstream (pulumi/pulumi-policy#241: "It's not currently possible to check if a
+stack config value or property is a secret from policies"). What the engine does pass
+is the resource option ``additionalSecretOutputs`` (``args.opts``), and that is what
+this policy checks: the property must be listed there, so the engine encrypts it in the
+state whatever the program passed in. For ``Secret.data``, ``PrivateKey.privateKeyPem``,
+``LocallySignedCert.caPrivateKeyPem`` and ``RandomPassword.result`` the provider SDKs
+add the option themselves; for ``ServiceConfig.data`` only the program does
+(components/swarm_files.py), and that is the one this policy really guards. Whether the
+*input* was wrapped with ``pulumi.Output.secret`` is covered by the unit tests under
+mocks (tests/unit/test_program.py), not by this pack.
+
+Other limits: a resource policy sees one resource, so the TLS policy checks both halves
+separately (the service mounts ``cache.cert.pem``/``cache.key.pem`` and a config at the
+path its entrypoint reads; every ServiceConfig's ``config.yml`` names exactly those two
+files in ``http.tls``) rather than following the service's ``configId`` to its config.
+Every ``docker:index/serviceConfig:ServiceConfig`` of this program is ``config.yml``;
+a ServiceConfig whose data is not base64 YAML is reported.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+import yaml
+from pulumi_policy import (
+    EnforcementLevel,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    Secret,
+)
+from pulumi_policy.proxy import (
+    UNKNOWN_ARCHIVE_VALUE,
+    UNKNOWN_ARRAY_VALUE,
+    UNKNOWN_ASSET_VALUE,
+    UNKNOWN_BOOLEAN_VALUE,
+    UNKNOWN_NUMBER_VALUE,
+    UNKNOWN_OBJECT_VALUE,
+    UNKNOWN_STRING_VALUE,
+    UnknownValueError,
+)
+
+# Resource types, as the engine names them (type tokens, not passwords: S105).
+SERVICE: Final = "docker:index/service:Service"
+SERVICE_CONFIG: Final = "docker:index/serviceConfig:ServiceConfig"
+SWARM_SECRET: Final = "docker:index/secret:Secret"  # noqa: S105
+PRIVATE_KEY: Final = "tls:index/privateKey:PrivateKey"
+LOCALLY_SIGNED_CERT: Final = "tls:index/locallySignedCert:LocallySignedCert"
+RANDOM_PASSWORD: Final = "random:index/randomPassword:RandomPassword"  # noqa: S105
+
+# The program's file layout (components/registry_config.py; the tests check they agree).
+# The pack runs in its own virtualenv without the program's modules, hence the copy.
+SECRETS_DIR: Final = "/run/secrets"
+CACHE_CERT: Final = "cache.cert.pem"
+CACHE_KEY: Final = "cache.key.pem"
+STORAGE_ROOT: Final = "/var/lib/registry"
+
+# blobttl bounds, in seconds: 1h .. 720h (30 days).
+MIN_BLOB_TTL: Final = Decimal(3600)
+MAX_BLOB_TTL: Final = Decimal(720 * 3600)
+
+# Properties that must be in additionalSecretOutputs, by resource type.
+SECRET_PROPERTIES: Final[Mapping[str, tuple[str, ...]]] = {
+    SWARM_SECRET: ("data",),
+    SERVICE_CONFIG: ("data",),  # holds http.secret; only the program marks it
+    PRIVATE_KEY: ("privateKeyPem",),
+    LOCALLY_SIGNED_CERT: ("caPrivateKeyPem",),
+    RANDOM_PASSWORD: ("result",),  # http.secret itself
+}
+
+# Volume driver options that make a `local` volume a network mount, shared by nodes.
+SHARED_LOCAL_TYPES: Final = frozenset({"nfs", "nfs4", "cifs"})
+
+
+# ---------------------------------------------------------------------------
+# Values as the engine gives them
+# ---------------------------------------------------------------------------
+
+
+class _Unknown:
+    """A value the engine does not know yet (preview)."""
+
+    _instance: _Unknown | None = None
+
+    def __new__(cls) -> _Unknown:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Final = _Unknown()
+
+_UNKNOWN_SENTINELS: Final = frozenset(
+    {
+        UNKNOWN_ARCHIVE_VALUE,
+        UNKNOWN_ARRAY_VALUE,
+        UNKNOWN_ASSET_VALUE,
+        UNKNOWN_BOOLEAN_VALUE,
+        UNKNOWN_NUMBER_VALUE,
+        UNKNOWN_OBJECT_VALUE,
+        UNKNOWN_STRING_VALUE,
+    }
+)
+# How a secret travels on the wire (pulumi-policy deserialize.py); Analyze unwraps it
+# already, this is for props taken straight from a program's registration.
+_SIG_KEY: Final = "4dabf18193072939515e22adb298388d"
+_SECRET_SIG: Final = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105 (a type signature)
+
+
+def plain(value: Any) -> Any:
+    """`value` as dicts, lists and scalars, with UNKNOWN where the engine does not know it.
+
+    Accepts pulumi-policy's unknown-checking proxies, raw sentinel strings, secret
+    wrappers (wire form or ``pulumi_policy.Secret``) and ordinary values.
+    """
+    if isinstance(value, Secret):
+        return plain(value.value)
+    if isinstance(value, str):
+        return UNKNOWN if value in _UNKNOWN_SENTINELS else value
+    if isinstance(value, Mapping):
+        keys = list(value)
+        if _SIG_KEY in keys and "value" in keys and _item(value, _SIG_KEY) == _SECRET_SIG:
+            return _item(value, "value")
+        return {key: _item(value, key) for key in keys}
+    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+        return [_item(value, index) for index in range(len(value))]
+    return value
+
+
+def _item(container: Any, key: Any) -> Any:
+    try:
+        return plain(container[key])
+    except UnknownValueError:
+        return UNKNOWN
+
+
+def _get(value: Any, *path: str) -> Any:
+    """The value at `path`: UNKNOWN when it or a parent is unknown, None when absent."""
+    for key in path:
+        if value is UNKNOWN:
+            return UNKNOWN
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _known_list(value: Any) -> list[Any] | None:
+    """`value` as a list (None or absent is empty); None when the list itself is unknown."""
+    if value is UNKNOWN:
+        return None
+    return list(value) if isinstance(value, list) else []
+
+
+def _what(resource_type: str, name: str) -> str:
+    return f"{resource_type} '{name}'"
+
+
+# ---------------------------------------------------------------------------
+# 1. image pinned
+# ---------------------------------------------------------------------------
+
+_DIGEST_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
+_IMAGE_FORM: Final = (
+    "an explicit version tag or a digest, e.g. mirantis/dtr-content-cache:2.8.2 or "
+    "mirantis/dtr-content-cache@sha256:<64 hex digits>"
+)
+
+
+@dataclass(frozen=True)
+class ImageReference:
+    repository: str
+    tag: str | None
+    digest: str | None
+
+
+def parse_image(reference: str) -> ImageReference:
+    """Split `[host[:port]/]path[:tag][@digest]`; the tag is after the last '/'."""
+    name, _, digest = reference.partition("@")
+    head, slash, last = name.rpartition("/")
+    tag: str | None = None
+    if ":" in last:
+        last, tag = last.split(":", 1)
+    return ImageReference(head + slash + last, tag, digest or None)
+
+
+def check_image_pinned(
+    resource_type: str, name: str, props: Mapping[str, Any], secret_outputs: Collection[str] = ()
+) -> list[str]:
+    """Service `taskSpec.containerSpec.image` has a tag other than `latest`, or a digest."""
+    if resource_type != SERVICE:
+        return []
+    image = _get(props, "taskSpec", "containerSpec", "image")
+    where = f"{_what(resource_type, name)}: taskSpec.containerSpec.image"
+    if image is UNKNOWN:
+        return []
+    if not isinstance(image, str) or not image:
+        return [f"{where} is not set; expected {_IMAGE_FORM}"]
+    ref = parse_image(image)
+    if ref.digest is not None:
+        if _DIGEST_RE.match(ref.digest):
+            return []
+        return [f"{where} '{image}' has a malformed digest '{ref.digest}'; expected {_IMAGE_FORM}"]
+    if not ref.tag:
+        return [f"{where} '{image}' has no tag, so Docker pulls ':latest'; expected {_IMAGE_FORM}"]
+    if ref.tag == "latest":
+        return [f"{where} '{image}' uses the floating tag 'latest'; expected {_IMAGE_FORM}"]
+    return []
+
+
+# ---------------------------------------------------------------------------
+# config.yml, read from a ServiceConfig
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ConfigText:
+    document: Mapping[str, Any] | None
+    problem: str | None  # why it could not be read; None when read or not visible
+
+
+def _read_config(props: Mapping[str, Any]) -> _ConfigText:
+    """config.yml from `data` (standard base64) or `dataRaw`; nothing when unknown or absent."""
+    data = props.get("data")
+    raw = props.get("dataRaw")
+    if data is UNKNOWN or (data is None and raw is UNKNOWN):
+        return _ConfigText(None, None)
+    if isinstance(data, str):
+        try:
+            text = base64.b64decode(data, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            return _ConfigText(None, "data is not standard base64 of UTF-8 text")
+    elif isinstance(raw, str):
+        text = raw
+    else:
+        return _ConfigText(None, None)
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return _ConfigText(None, "data does not decode to YAML")
+    if not isinstance(document, Mapping):
+        return _ConfigText(None, "data does not decode to a YAML mapping")
+    return _ConfigText(document, None)
+
+
+def _unreadable(resource_type: str, name: str, problem: str) -> str:
+    return (
+        f"{_what(resource_type, name)}: {problem}; expected the cache's config.yml "
+        "(Docker Distribution configuration), standard base64-encoded"
+    )
+
+
+# ---------------------------------------------------------------------------
+# 2. TLS always configured
+# ---------------------------------------------------------------------------
+
+
+def _secret_file(file_name: str) -> str:
+    """A secret mount's file name as a bare name ('x' and '/run/secrets/x' are the same file)."""
+    prefix = SECRETS_DIR + "/"
+    return file_name[len(prefix) :] if file_name.startswith(prefix) else file_name
+
+
+def check_tls_configured(
+    resource_type: str, name: str, props: Mapping[str, Any], secret_outputs: Collection[str] = ()
+) -> list[str]:
+    """The service mounts cache.cert.pem, cache.key.pem and the config its entrypoint
+    reads; config.yml's http.tls names those two files."""
+    if resource_type == SERVICE:
+        return _service_tls(resource_type, name, props)
+    if resource_type == SERVICE_CONFIG:
+        return _config_tls(resource_type, name, props)
+    return []
+
+
+def _service_tls(resource_type: str, name: str, props: Mapping[str, Any]) -> list[str]:
+    what = _what(resource_type, name)
+    container = _get(props, "taskSpec", "containerSpec")
+    if container is UNKNOWN:
+        return []
+    if not isinstance(container, Mapping):
+        container = {}
+    problems: list[str] = []
+
+    secrets = _known_list(container.get("secrets"))
+    if secrets is not None:
+        names = [_get(s, "fileName") for s in secrets]
+        if UNKNOWN not in names:
+            files = {_secret_file(n) for n in names if isinstance(n, str)}
+            missing = [f for f in (CACHE_CERT, CACHE_KEY) if f not in files]
+            if missing:
+                problems.append(
+                    f"{what}: does not mount the TLS secret(s) {', '.join(missing)} "
+                    f"(mounted: {', '.join(sorted(files)) or 'none'}); expected "
+                    f"taskSpec.containerSpec.secrets with fileName {CACHE_CERT} and {CACHE_KEY}"
+                )
+
+    configs = _known_list(container.get("configs"))
+    commands = container.get("commands")
+    if configs is not None:
+        targets = [_get(c, "fileName") for c in configs]
+        if not configs:
+            problems.append(
+                f"{what}: mounts no config, so config.yml (which enables TLS) is missing; expected "
+                "taskSpec.containerSpec.configs with the cache's config.yml"
+            )
+        elif isinstance(commands, list) and commands and UNKNOWN not in targets:
+            wanted = commands[-1]
+            if isinstance(wanted, str) and wanted.startswith("/") and wanted not in targets:
+                problems.append(
+                    f"{what}: the entrypoint reads {wanted}, but no config is mounted there "
+                    f"(configs at: {', '.join(str(t) for t in targets)}); expected a config with "
+                    f"fileName {wanted}"
+                )
+    return problems
+
+
+def _config_tls(resource_type: str, name: str, props: Mapping[str, Any]) -> list[str]:
+    config = _read_config(props)
+    if config.problem:
+        return [_unreadable(resource_type, name, config.problem)]
+    if config.document is None:
+        return []
+    tls = _get(config.document, "http", "tls")
+    what = f"{_what(resource_type, name)}: config.yml http.tls"
+    expected = {"certificate": f"{SECRETS_DIR}/{CACHE_CERT}", "key": f"{SECRETS_DIR}/{CACHE_KEY}"}
+    form = f"certificate: {expected['certificate']} and key: {expected['key']}"
+    if not isinstance(tls, Mapping):
+        return [f"{what} is not set, so the cache would serve plain HTTP; expected {form}"]
+    problems = []
+    for field, path in expected.items():
+        value = tls.get(field)
+        if not value:
+            problems.append(f"{what}.{field} is not set; expected {form}")
+        elif value != path:
+            problems.append(f"{what}.{field} is '{value}', not the mounted secret; expected {field}: {path}")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# 3. placement and restart
+# ---------------------------------------------------------------------------
+
+_LABEL_CONSTRAINT_RE: Final = re.compile(
+    r"^node\.labels\.[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?\s*==\s*true$"
+)
+
+
+def check_placement_and_restart(
+    resource_type: str, name: str, props: Mapping[str, Any], secret_outputs: Collection[str] = ()
+) -> list[str]:
+    """Placed by a `node.labels.<label> == true` constraint; restarted on failure."""
+    if resource_type != SERVICE:
+        return []
+    what = _what(resource_type, name)
+    problems = []
+    constraints = _known_list(_get(props, "taskSpec", "placement", "constraints"))
+    labelled = (
+        constraints is None
+        or UNKNOWN in constraints
+        or any(isinstance(c, str) and _LABEL_CONSTRAINT_RE.match(c.strip()) for c in constraints)
+    )
+    if not labelled:
+        shown = ", ".join(repr(c) for c in constraints or []) or "none"
+        problems.append(
+            f"{what}: taskSpec.placement.constraints ({shown}) select no labelled node; "
+            "expected a constraint of the form 'node.labels.<label> == true', e.g. "
+            "node.labels.dtr.cache == true"
+        )
+    condition = _get(props, "taskSpec", "restartPolicy", "condition")
+    if condition is not UNKNOWN and condition != "on-failure":
+        got = f"'{condition}'" if condition is not None else "not set (Swarm's default is any)"
+        problems.append(f"{what}: taskSpec.restartPolicy.condition is {got}; expected 'on-failure'")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# 4. secret-bearing properties marked secret
+# ---------------------------------------------------------------------------
+
+
+def check_secrets_marked(
+    resource_type: str, name: str, props: Mapping[str, Any], secret_outputs: Collection[str] = ()
+) -> list[str]:
+    """Secret-bearing properties are listed in the resource's additionalSecretOutputs.
+
+    See the module docstring: whether the input was passed as a secret is not visible to
+    a policy; the engine-visible guarantee is additionalSecretOutputs.
+    """
+    wanted = SECRET_PROPERTIES.get(resource_type, ())
+    missing = [p for p in wanted if p not in secret_outputs]
+    if not missing:
+        return []
+    listed = ", ".join(sorted(secret_outputs)) or "none"
+    return [
+        f"{_what(resource_type, name)}: {', '.join(missing)} holds secret material but is not in "
+        f"additionalSecretOutputs (listed: {listed}), so the state could keep it in plain text; "
+        f"expected ResourceOptions(additional_secret_outputs=[{', '.join(repr(m) for m in missing)}]) "
+        "and the value passed as pulumi.Output.secret"
+    ]
+
+
+# ---------------------------------------------------------------------------
+# 5. blobttl within bounds
+# ---------------------------------------------------------------------------
+
+_GO_UNITS: Final[Mapping[str, Decimal]] = {
+    "ns": Decimal("1e-9"),
+    "us": Decimal("1e-6"),
+    "\u00b5s": Decimal("1e-6"),  # micro sign
+    "\u03bcs": Decimal("1e-6"),  # Greek mu
+    "ms": Decimal("1e-3"),
+    "s": Decimal(1),
+    "m": Decimal(60),
+    "h": Decimal(3600),
+}
+_GO_PART_RE: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+
+
+def parse_go_duration(text: str) -> Decimal | None:
+    """Seconds in a Go duration string (time.ParseDuration: '24h', '90m', '1h30m', '1.5h',
+    '-2h', '0'); None when it is not one."""
+    rest = text.strip()
+    sign = Decimal(1)
+    if rest and rest[0] in "+-":
+        sign = Decimal(-1) if rest[0] == "-" else Decimal(1)
+        rest = rest[1:]
+    if rest == "0":
+        return Decimal(0)
+    if not rest:
+        return None
+    total = Decimal(0)
+    pos = 0
+    while pos < len(rest):
+        part = _GO_PART_RE.match(rest, pos)
+        if not part:
+            return None
+        try:
+            total += Decimal(part.group(1)) * _GO_UNITS[part.group(2)]
+        except InvalidOperation:
+            return None
+        pos = part.end()
+    return sign * total
+
+
+def check_blob_ttl(
+    resource_type: str, name: str, props: Mapping[str, Any], secret_outputs: Collection[str] = ()
+) -> list[str]:
+    """config.yml's downstream middleware has options.blobttl from 1h to 720h."""
+    if resource_type != SERVICE_CONFIG:
+        return []
+    config = _read_config(props)
+    if config.problem:
+        return [_unreadable(resource_type, name, config.problem)]
+    if config.document is None:
+        return []
+    what = f"{_what(resource_type, name)}: config.yml"
+    form = "a Go duration from 1h to 720h (30 days), e.g. 24h, 90m or 1h30m"
+    registry = _get(config.document, "middleware", "registry")
+    entries = [e for e in registry or [] if isinstance(e, Mapping) and e.get("name") == "downstream"]
+    if not entries:
+        return [
+            f"{what} has no downstream middleware (middleware.registry entry named downstream); "
+            f"expected it, with options.blobttl {form}"
+        ]
+    problems = []
+    for entry in entries:
+        ttl = _get(entry, "options", "blobttl")
+        if ttl is None:
+            problems.append(f"{what} downstream options.blobttl is not set; expected {form}")
+            continue
+        seconds = parse_go_duration(ttl) if isinstance(ttl, str) else None
+        if seconds is None:
+            problems.append(
+                f"{what} downstream options.blobttl {ttl!r} is not a Go duration; expected {form}"
+            )
+        elif not MIN_BLOB_TTL <= seconds <= MAX_BLOB_TTL:
+            side = "shorter than 1h" if seconds < MIN_BLOB_TTL else "longer than 720h"
+            problems.append(f"{what} downstream options.blobttl '{ttl}' is {side}; expected {form}")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# 6. more than one task only with shared storage
+# ---------------------------------------------------------------------------
+
+
+_STORAGE_TARGETS: Final = (STORAGE_ROOT, STORAGE_ROOT + "/")
+
+
+def _is_shared(mount: Mapping[str, Any]) -> bool | None:
+    """True for a volume whose driver shares data between nodes; None when unknown."""
+    kind = mount.get("type")
+    options = mount.get("volumeOptions")
+    if UNKNOWN in (kind, options):
+        return None
+    if kind != "volume":
+        return False
+    driver = _get(options, "driverName")
+    driver_opts = _get(options, "driverOptions")
+    if UNKNOWN in (driver, driver_opts):
+        return None
+    if driver and driver != "local":
+        return True
+    # The local driver mounting a network file system (type: nfs, o: addr=...) is shared.
+    fs_type = driver_opts.get("type") if isinstance(driver_opts, Mapping) else None
+    if fs_type is UNKNOWN:
+        return None
+    return isinstance(fs_type, str) and fs_type.lower() in SHARED_LOCAL_TYPES
+
+
+def check_replicas_shared_storage(
+    resource_type: str, name: str, props: Mapping[str, Any], secret_outputs: Collection[str] = ()
+) -> list[str]:
+    """More than one task (replicas > 1, or global mode) needs /var/lib/registry on a shared volume."""
+    if resource_type != SERVICE:
+        return []
+    replicas = _get(props, "mode", "replicated", "replicas")
+    is_global = _get(props, "mode", "global")
+    if isinstance(replicas, (int, float)) and not isinstance(replicas, bool) and replicas > 1:
+        tasks = f"runs {int(replicas)} replicas"
+    elif is_global is True:
+        tasks = "runs in global mode (one task per matching node)"
+    else:
+        return []
+    mounts = _known_list(_get(props, "taskSpec", "containerSpec", "mounts"))
+    if mounts is None or any(m is UNKNOWN or _get(m, "target") is UNKNOWN for m in mounts):
+        return []
+    storage = [m for m in mounts if isinstance(m, Mapping) and m.get("target") in _STORAGE_TARGETS]
+    shared = [_is_shared(m) for m in storage]
+    if None in shared or any(shared):
+        return []
+    found = "a mount that is not shared (no volume, or the local driver)" if storage else "no mount"
+    return [
+        f"{_what(resource_type, name)}: {tasks} but has {found} at {STORAGE_ROOT}, so each task keeps "
+        "its own cache and uploads started on one task fail on another; expected a mount with "
+        f"target {STORAGE_ROOT}, type volume and volumeOptions.driverName of a shared driver (not local, "
+        "unless driverOptions.type is nfs, nfs4 or cifs), or replicas: 1"
+    ]
+
+
+# ---------------------------------------------------------------------------
+# The policies
+# ---------------------------------------------------------------------------
+
+Check = Callable[[str, str, Mapping[str, Any], Collection[str]], list[str]]
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    name: str
+    description: str
+    check: Check
+
+
+SPECS: Final[tuple[PolicySpec, ...]] = (
+    PolicySpec(
+        "image-pinned",
+        "The cache's image is pinned by an explicit tag (not latest) or a sha256 digest.",
+        check_image_pinned,
+    ),
+    PolicySpec(
+        "tls-configured",
+        "The cache always serves TLS: it mounts cache.cert.pem and cache.key.pem and its "
+        "config.yml names them in http.tls.",
+        check_tls_configured,
+    ),
+    PolicySpec(
+        "placement-and-restart",
+        "The cache runs on a labelled node (node.labels.<label> == true) and restarts on failure.",
+        check_placement_and_restart,
+    ),
+    PolicySpec(
+        "secret-inputs-marked-secret",
+        "Private keys, Swarm secret data, config.yml (http.secret) and the random http.secret "
+        "are in additionalSecretOutputs, so the state encrypts them.",
+        check_secrets_marked,
+    ),
+    PolicySpec(
+        "blob-ttl-in-bounds",
+        "config.yml's downstream blobttl is a Go duration from 1h to 720h (30 days).",
+        check_blob_ttl,
+    ),
+    PolicySpec(
+        "replicas-need-shared-storage",
+        "More than one cache task only with /var/lib/registry on a shared (non-local) volume.",
+        check_replicas_shared_storage,
+    ),
+)
+
+
+def check_all(
+    resource_type: str, name: str, props: Mapping[str, Any], secret_outputs: Collection[str] = ()
+) -> dict[str, list[str]]:
+    """Every policy's violations for one resource, by policy name (empty lists omitted)."""
+    found = {spec.name: spec.check(resource_type, name, props, secret_outputs) for spec in SPECS}
+    return {policy: messages for policy, messages in found.items() if messages}
+
+
+def _validator(check: Check) -> Callable[[ResourceValidationArgs, ReportViolation], None]:
+    def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+        props = plain(args.props)
+        secret_outputs = frozenset(args.opts.additional_secret_outputs or ())
+        for message in check(args.resource_type, args.name, props, secret_outputs):
+            report_violation(message, None)
+
+    return validate
+
+
+def resource_policy(spec: PolicySpec) -> ResourceValidationPolicy:
+    return ResourceValidationPolicy(
+        name=spec.name,
+        description=spec.description,
+        validate=_validator(spec.check),
+        enforcement_level=EnforcementLevel.MANDATORY,
+    )
+
+
+POLICIES: Final[list[ResourceValidationPolicy]] = [resource_policy(spec) for spec in SPECS]

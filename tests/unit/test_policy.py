@@ -1,0 +1,814 @@
+"""The policy pack in policy/: each policy alone, the real program under all of them, the pack.
+
+Three levels:
+- the pure check functions on tables of good and bad resources (and unknown values);
+- the real __main__.py under the mocks, every registered resource through every policy,
+  both directly and through pulumi-policy's own analyzer servicer fed the request the
+  engine would send (wire-format props with secret wrappers, additionalSecretOutputs);
+- policy/__main__.py run as the CLI runs it, with PolicyPack's gRPC server replaced.
+
+The servicer (`_PolicyAnalyzerServicer`) and the module attributes patched in the last
+test are private to pulumi-policy 1.21 (pinned <2 in policy/requirements.txt): they are
+the only way to run the engine-facing path without the Pulumi CLI.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import runpy
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pulumi_policy
+import pulumi_policy.policy as policy_sdk
+import pytest
+import yaml
+from google.protobuf import struct_pb2
+from pulumi.runtime import proto
+from pulumi.runtime.mocks import MockMonitor
+from pulumi_policy.proxy import UNKNOWN_ARRAY_VALUE, UNKNOWN_NUMBER_VALUE, UNKNOWN_STRING_VALUE
+
+from components import registry_config
+from policy import msrcache_policies as mp
+from tests.support import pki
+from tests.support.program import Run, run_program, secret
+
+POLICY_DIR = Path(mp.__file__).resolve().parent
+POLICY_NAMES = [spec.name for spec in mp.SPECS]
+
+# --- building resources ------------------------------------------------------------
+
+DELETE = object()
+
+
+def changed(props: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of `props` with the dotted `path` set to `value` (or removed: DELETE)."""
+    result = copy.deepcopy(props)
+    node: Any = result
+    *parents, last = path.split(".")
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+    if value is DELETE:
+        del node[last]
+    elif isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return result
+
+
+GOOD_SERVICE: dict[str, Any] = {
+    "name": "msr-cache-dev",
+    "mode": {"replicated": {"replicas": 1.0}},
+    "taskSpec": {
+        "containerSpec": {
+            "image": "mirantis/dtr-content-cache:2.8.2",
+            "commands": ["/start.sh", "/config.yml"],
+            "secrets": [
+                {"fileName": "cache.cert.pem", "fileMode": 256.0, "secretId": "c-id", "secretName": "c"},
+                {"fileName": "cache.key.pem", "fileMode": 256.0, "secretId": "k-id", "secretName": "k"},
+            ],
+            "configs": [{"fileName": "/config.yml", "configId": "cfg-id", "configName": "cfg"}],
+        },
+        "placement": {"constraints": ["node.labels.dtr.cache == true"]},
+        "restartPolicy": {"condition": "on-failure", "delay": "5s", "window": "0s"},
+    },
+}
+VOLUME_MOUNT = {"target": "/var/lib/registry", "type": "volume", "source": "data"}
+
+
+def config_yml(**changes: Any) -> dict[str, Any]:
+    """The program's own config.yml as a document, with top-level `changes`."""
+    text = registry_config.render_config(
+        registry_config.CacheConfig(
+            cache_url="https://cache.example.com",
+            upstreams=["https://msr.example.com:443"],
+            http_secret="not-a-real-secret",
+            trust_msr_ca=False,
+        )
+    )
+    return {**yaml.safe_load(text), **changes}
+
+
+def config_props(document: Any) -> dict[str, Any]:
+    """ServiceConfig inputs holding `document` as the provider wants it (standard base64)."""
+    text = document if isinstance(document, str) else yaml.safe_dump(document)
+    return {"data": base64.b64encode(text.encode()).decode()}
+
+
+def with_tls(**tls: Any) -> dict[str, Any]:
+    doc = config_yml()
+    doc["http"]["tls"] = tls
+    return config_props(doc)
+
+
+def with_downstream(options: dict[str, Any] | None) -> dict[str, Any]:
+    registry = [] if options is None else [{"name": "downstream", "options": options}]
+    return config_props(config_yml(middleware={"registry": registry}))
+
+
+def check(
+    check_fn: mp.Check, typ: str, props: dict[str, Any], secret_outputs: tuple[str, ...] = ()
+) -> list[str]:
+    """Run one check as the wrapper does: on plain() props."""
+    return check_fn(typ, "res", mp.plain(props), frozenset(secret_outputs))
+
+
+def assert_rejected(messages: list[str], typ: str, fragment: str) -> None:
+    assert messages, f"expected a violation mentioning {fragment!r}"
+    assert any(fragment in m for m in messages), messages
+    for message in messages:
+        assert message.startswith(f"{typ} 'res'"), message  # names the resource
+        assert "expected" in message, message  # and the expected form
+
+
+# --- 1. image pinned ---------------------------------------------------------------
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "mirantis/dtr-content-cache:2.8.2",
+        "127.0.0.1:5999/msrc-test/dtr-content-cache-stand-in:2.8.2",
+        "registry.example.com:5000/mirantis/dtr-content-cache:2.8",
+        f"mirantis/dtr-content-cache@{DIGEST}",
+        f"127.0.0.1:5999/x/y:latest@{DIGEST}",  # the digest pins it
+        "dtr-content-cache:v2.8.2-rc1",
+    ],
+)
+def test_image_pinned_accepts(image: str) -> None:
+    props = changed(GOOD_SERVICE, "taskSpec.containerSpec.image", image)
+    assert check(mp.check_image_pinned, mp.SERVICE, props) == []
+
+
+@pytest.mark.parametrize(
+    ("image", "fragment"),
+    [
+        ("mirantis/dtr-content-cache:latest", "floating tag 'latest'"),
+        ("127.0.0.1:5999/x/y:latest", "floating tag 'latest'"),
+        ("mirantis/dtr-content-cache", "has no tag"),
+        ("127.0.0.1:5999/x/y", "has no tag"),  # the port is not a tag
+        ("localhost:5000/dtr-content-cache", "has no tag"),
+        ("mirantis/dtr-content-cache@sha256:abc", "malformed digest"),
+        ("mirantis/dtr-content-cache:", "has no tag"),
+        (DELETE, "is not set"),
+    ],
+)
+def test_image_pinned_rejects(image: Any, fragment: str) -> None:
+    props = changed(GOOD_SERVICE, "taskSpec.containerSpec.image", image)
+    assert_rejected(check(mp.check_image_pinned, mp.SERVICE, props), mp.SERVICE, fragment)
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        ("127.0.0.1:5999/x/y:1.2", ("127.0.0.1:5999/x/y", "1.2", None)),
+        ("127.0.0.1:5999/x/y", ("127.0.0.1:5999/x/y", None, None)),
+        ("y:1.2", ("y", "1.2", None)),
+        (f"host:1/y:t@{DIGEST}", ("host:1/y", "t", DIGEST)),
+    ],
+)
+def test_image_reference_parsing(reference: str, expected: tuple[str, str | None, str | None]) -> None:
+    assert mp.parse_image(reference) == mp.ImageReference(*expected)
+
+
+# --- 2. TLS always configured ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("typ", "props"),
+    [
+        (mp.SERVICE, GOOD_SERVICE),
+        (
+            mp.SERVICE,
+            changed(GOOD_SERVICE, "taskSpec.containerSpec.secrets.0.fileName", "/run/secrets/cache.cert.pem"),
+        ),
+        (
+            mp.SERVICE,
+            changed(
+                GOOD_SERVICE,
+                "taskSpec.containerSpec.secrets",
+                [*GOOD_SERVICE["taskSpec"]["containerSpec"]["secrets"], {"fileName": "dtr.cert.pem"}],
+            ),
+        ),
+        (mp.SERVICE_CONFIG, config_props(config_yml())),
+        (mp.SERVICE_CONFIG, {"dataRaw": yaml.safe_dump(config_yml())}),
+    ],
+    ids=["service", "absolute-secret-path", "with-msr-ca", "config", "config-dataRaw"],
+)
+def test_tls_configured_accepts(typ: str, props: dict[str, Any]) -> None:
+    assert check(mp.check_tls_configured, typ, props) == []
+
+
+@pytest.mark.parametrize(
+    ("typ", "props", "fragment"),
+    [
+        (
+            mp.SERVICE,
+            changed(
+                GOOD_SERVICE,
+                "taskSpec.containerSpec.secrets",
+                GOOD_SERVICE["taskSpec"]["containerSpec"]["secrets"][:1],
+            ),
+            "does not mount the TLS secret(s) cache.key.pem",
+        ),
+        (
+            mp.SERVICE,
+            changed(GOOD_SERVICE, "taskSpec.containerSpec.secrets", DELETE),
+            "cache.cert.pem, cache.key.pem",
+        ),
+        (mp.SERVICE, changed(GOOD_SERVICE, "taskSpec.containerSpec.configs", []), "mounts no config"),
+        (
+            mp.SERVICE,
+            changed(GOOD_SERVICE, "taskSpec.containerSpec.configs.0.fileName", "/etc/registry.yml"),
+            "the entrypoint reads /config.yml, but no config is mounted there",
+        ),
+        (mp.SERVICE_CONFIG, with_tls(), "certificate is not set"),
+        (mp.SERVICE_CONFIG, config_props(config_yml(http={"addr": ":443"})), "would serve plain HTTP"),
+        (
+            mp.SERVICE_CONFIG,
+            with_tls(certificate="/run/secrets/cache.cert.pem", key="/certs/other.key"),
+            "key is '/certs/other.key', not the mounted secret",
+        ),
+        (mp.SERVICE_CONFIG, {"data": "not base64!"}, "not standard base64"),
+        (mp.SERVICE_CONFIG, config_props("- just\n- a list\n"), "not decode to a YAML mapping"),
+    ],
+    ids=[
+        "no-key-secret",
+        "no-secrets",
+        "no-config",
+        "config-elsewhere",
+        "tls-empty",
+        "no-tls",
+        "key-elsewhere",
+        "not-base64",
+        "not-a-mapping",
+    ],
+)
+def test_tls_configured_rejects(typ: str, props: dict[str, Any], fragment: str) -> None:
+    assert_rejected(check(mp.check_tls_configured, typ, props), typ, fragment)
+
+
+# --- 3. placement and restart ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "constraints",
+    [
+        ["node.labels.dtr.cache == true"],
+        ["node.labels.msr.cache==true"],
+        ["node.role == worker", "node.labels.dtr.cache == true"],
+    ],
+)
+def test_placement_and_restart_accepts(constraints: list[str]) -> None:
+    props = changed(GOOD_SERVICE, "taskSpec.placement.constraints", constraints)
+    assert check(mp.check_placement_and_restart, mp.SERVICE, props) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "fragment"),
+    [
+        ("taskSpec.placement.constraints", ["node.role == manager"], "select no labelled node"),
+        ("taskSpec.placement.constraints", ["node.labels.dtr.cache == false"], "select no labelled node"),
+        ("taskSpec.placement.constraints", [], "(none) select no labelled node"),
+        ("taskSpec.placement", DELETE, "select no labelled node"),
+        ("taskSpec.restartPolicy.condition", "any", "condition is 'any'"),
+        ("taskSpec.restartPolicy.condition", "none", "condition is 'none'"),
+        ("taskSpec.restartPolicy", DELETE, "not set (Swarm's default is any)"),
+    ],
+)
+def test_placement_and_restart_rejects(path: str, value: Any, fragment: str) -> None:
+    props = changed(GOOD_SERVICE, path, value)
+    assert_rejected(check(mp.check_placement_and_restart, mp.SERVICE, props), mp.SERVICE, fragment)
+
+
+# --- 4. secret-bearing properties marked secret -----------------------------------
+
+MARKED = [
+    (mp.SWARM_SECRET, ("data",)),
+    (mp.SERVICE_CONFIG, ("data",)),
+    (mp.PRIVATE_KEY, ("privateKeyOpenssh", "privateKeyPem", "privateKeyPemPkcs8")),
+    (mp.LOCALLY_SIGNED_CERT, ("caPrivateKeyPem", "caPrivateKeyPemWo")),
+    (mp.RANDOM_PASSWORD, ("bcryptHash", "result")),
+]
+
+
+@pytest.mark.parametrize(
+    ("typ", "secret_outputs"),
+    [*MARKED, (mp.SERVICE, ()), ("tls:index/certRequest:CertRequest", ())],
+)
+def test_secrets_marked_accepts(typ: str, secret_outputs: tuple[str, ...]) -> None:
+    assert check(mp.check_secrets_marked, typ, {}, secret_outputs) == []
+
+
+@pytest.mark.parametrize(
+    ("typ", "secret_outputs", "fragment"),
+    [
+        (mp.SERVICE_CONFIG, (), "data holds secret material but is not in additionalSecretOutputs"),
+        (mp.SWARM_SECRET, ("labels",), "data holds secret material"),
+        (mp.PRIVATE_KEY, ("privateKeyOpenssh",), "privateKeyPem holds secret material"),
+        (mp.LOCALLY_SIGNED_CERT, (), "caPrivateKeyPem holds secret material"),
+        (mp.RANDOM_PASSWORD, ("bcryptHash",), "result holds secret material"),
+    ],
+)
+def test_secrets_marked_rejects(typ: str, secret_outputs: tuple[str, ...], fragment: str) -> None:
+    messages = check(mp.check_secrets_marked, typ, {}, secret_outputs)
+    assert_rejected(messages, typ, fragment)
+    assert "additional_secret_outputs=" in messages[0]
+
+
+# --- 5. blobttl within bounds ------------------------------------------------------
+
+
+@pytest.mark.parametrize("ttl", ["24h", "1h", "720h", "90m", "1h30m", "719h59m59s", "2592000s", "1.5h"])
+def test_blob_ttl_accepts(ttl: str) -> None:
+    props = with_downstream({"blobttl": ttl, "upstreams": ["https://msr.example.com:443"]})
+    assert check(mp.check_blob_ttl, mp.SERVICE_CONFIG, props) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"blobttl": "9999h"}, "'9999h' is longer than 720h"),
+        ({"blobttl": "721h"}, "longer than 720h"),
+        ({"blobttl": "720h1s"}, "longer than 720h"),
+        ({"blobttl": "30m"}, "'30m' is shorter than 1h"),
+        ({"blobttl": "59m59s"}, "shorter than 1h"),
+        ({"blobttl": "-24h"}, "shorter than 1h"),
+        ({"blobttl": "24 hours"}, "is not a Go duration"),
+        ({"blobttl": "30d"}, "is not a Go duration"),
+        ({"blobttl": 24}, "is not a Go duration"),
+        ({"upstreams": ["https://msr.example.com:443"]}, "blobttl is not set"),
+        (None, "has no downstream middleware"),
+    ],
+)
+def test_blob_ttl_rejects(options: dict[str, Any] | None, fragment: str) -> None:
+    messages = check(mp.check_blob_ttl, mp.SERVICE_CONFIG, with_downstream(options))
+    assert_rejected(messages, mp.SERVICE_CONFIG, fragment)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("24h", "86400"),
+        ("1h30m", "5400"),
+        ("1.5h", "5400"),
+        (".5h", "1800"),
+        ("1.h", "3600"),
+        ("-2h", "-7200"),
+        ("+90m", "5400"),
+        ("0", "0"),
+        ("300ms", "0.3"),
+        ("2\u00b5s", "0.000002"),
+        ("1h1h", "7200"),
+        ("", None),
+        ("h", None),
+        ("24", None),
+        ("1h 30m", None),
+        ("1d", None),
+        ("--1h", None),
+    ],
+)
+def test_go_duration_parsing(text: str, seconds: str | None) -> None:
+    parsed = mp.parse_go_duration(text)
+    assert (str(parsed.normalize()) if parsed is not None else None) == (
+        str(mp.Decimal(seconds).normalize()) if seconds is not None else None
+    )
+
+
+# --- 6. replicas > 1 only with shared storage --------------------------------------
+
+
+def replicated(replicas: float, mounts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    props = changed(GOOD_SERVICE, "mode.replicated.replicas", replicas)
+    return changed(props, "taskSpec.containerSpec.mounts", mounts) if mounts is not None else props
+
+
+@pytest.mark.parametrize(
+    "props",
+    [
+        replicated(1.0),
+        replicated(1.0, [{**VOLUME_MOUNT, "volumeOptions": {"driverName": "local"}}]),
+        replicated(3.0, [{**VOLUME_MOUNT, "volumeOptions": {"driverName": "rexray/efs"}}]),
+        replicated(
+            2.0,
+            [{**VOLUME_MOUNT, "volumeOptions": {"driverName": "local", "driverOptions": {"type": "nfs"}}}],
+        ),
+        replicated(
+            2.0, [{**VOLUME_MOUNT, "target": "/var/lib/registry/", "volumeOptions": {"driverName": "nfs"}}]
+        ),
+        changed(
+            changed(GOOD_SERVICE, "mode", {"global": True}),
+            "taskSpec.containerSpec.mounts",
+            [{**VOLUME_MOUNT, "volumeOptions": {"driverName": "cephfs"}}],
+        ),
+    ],
+    ids=["one", "one-local", "three-shared-driver", "local-nfs", "trailing-slash", "global-shared"],
+)
+def test_replicas_shared_storage_accepts(props: dict[str, Any]) -> None:
+    assert check(mp.check_replicas_shared_storage, mp.SERVICE, props) == []
+
+
+@pytest.mark.parametrize(
+    ("props", "fragment"),
+    [
+        (replicated(3.0), "runs 3 replicas but has no mount at /var/lib/registry"),
+        (replicated(2.0, [{**VOLUME_MOUNT, "volumeOptions": {"driverName": "local"}}]), "not shared"),
+        (replicated(2.0, [VOLUME_MOUNT]), "not shared"),  # no driver: local
+        (replicated(2.0, [{**VOLUME_MOUNT, "type": "bind", "source": "/srv/registry"}]), "not shared"),
+        (replicated(2.0, [{**VOLUME_MOUNT, "target": "/data"}]), "no mount at /var/lib/registry"),
+        (changed(GOOD_SERVICE, "mode", {"global": True}), "runs in global mode"),
+    ],
+    ids=["no-mount", "local", "default-driver", "bind", "elsewhere", "global"],
+)
+def test_replicas_shared_storage_rejects(props: dict[str, Any], fragment: str) -> None:
+    assert_rejected(check(mp.check_replicas_shared_storage, mp.SERVICE, props), mp.SERVICE, fragment)
+
+
+# --- unknown values (preview) --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("check_fn", "typ", "props"),
+    [
+        (
+            mp.check_image_pinned,
+            mp.SERVICE,
+            changed(GOOD_SERVICE, "taskSpec.containerSpec.image", UNKNOWN_STRING_VALUE),
+        ),
+        (mp.check_image_pinned, mp.SERVICE, changed(GOOD_SERVICE, "taskSpec", UNKNOWN_STRING_VALUE)),
+        (
+            mp.check_tls_configured,
+            mp.SERVICE,
+            changed(
+                changed(GOOD_SERVICE, "taskSpec.containerSpec.secrets", UNKNOWN_ARRAY_VALUE),
+                "taskSpec.containerSpec.configs",
+                UNKNOWN_ARRAY_VALUE,
+            ),
+        ),
+        (
+            mp.check_tls_configured,
+            mp.SERVICE,
+            changed(
+                changed(GOOD_SERVICE, "taskSpec.containerSpec.secrets", [{"fileName": UNKNOWN_STRING_VALUE}]),
+                "taskSpec.containerSpec.commands",
+                UNKNOWN_ARRAY_VALUE,
+            ),
+        ),
+        (mp.check_tls_configured, mp.SERVICE_CONFIG, {"data": secret(UNKNOWN_STRING_VALUE)}),
+        (mp.check_blob_ttl, mp.SERVICE_CONFIG, {"data": UNKNOWN_STRING_VALUE}),
+        (
+            mp.check_placement_and_restart,
+            mp.SERVICE,
+            changed(
+                changed(GOOD_SERVICE, "taskSpec.placement.constraints", [UNKNOWN_STRING_VALUE]),
+                "taskSpec.restartPolicy.condition",
+                UNKNOWN_STRING_VALUE,
+            ),
+        ),
+        (
+            mp.check_replicas_shared_storage,
+            mp.SERVICE,
+            changed(GOOD_SERVICE, "mode.replicated.replicas", UNKNOWN_NUMBER_VALUE),
+        ),
+        (
+            mp.check_replicas_shared_storage,
+            mp.SERVICE,
+            replicated(3.0, [{**VOLUME_MOUNT, "volumeOptions": {"driverName": UNKNOWN_STRING_VALUE}}]),
+        ),
+        (
+            mp.check_replicas_shared_storage,
+            mp.SERVICE,
+            changed(replicated(3.0), "taskSpec.containerSpec.mounts", UNKNOWN_ARRAY_VALUE),
+        ),
+    ],
+)
+def test_nothing_is_reported_about_unknown_values(
+    check_fn: mp.Check, typ: str, props: dict[str, Any]
+) -> None:
+    assert check(check_fn, typ, props) == []
+
+
+def test_plain_reads_through_pulumi_policys_unknown_checking_proxy() -> None:
+    from pulumi_policy.deserialize import deserialize_properties
+    from pulumi_policy.proxy import unknown_checking_proxy
+
+    raw = {"a": {"b": [UNKNOWN_STRING_VALUE, "x"], "c": UNKNOWN_NUMBER_VALUE}, "d": secret("s")}
+    expected = {"a": {"b": [mp.UNKNOWN, "x"], "c": mp.UNKNOWN}, "d": "s"}
+    assert mp.plain(unknown_checking_proxy(deserialize_properties(raw))) == expected  # as Analyze does
+    assert mp.plain(unknown_checking_proxy(raw)) == expected
+    assert mp.plain(raw) == expected
+
+
+def test_policy_constants_match_the_program() -> None:
+    assert (mp.CACHE_CERT, mp.CACHE_KEY, mp.SECRETS_DIR, mp.STORAGE_ROOT) == (
+        registry_config.CACHE_CERT,
+        registry_config.CACHE_KEY,
+        registry_config.SECRETS_DIR,
+        registry_config.STORAGE_ROOT,
+    )
+
+
+# --- the engine's path: pulumi-policy's analyzer servicer --------------------------
+
+
+@dataclass
+class Diagnostic:
+    policy: str
+    message: str
+    mandatory: bool
+
+
+def analyze(typ: str, name: str, wire_props: dict[str, Any], secret_outputs: list[str]) -> list[Diagnostic]:
+    """What `pulumi preview --policy-pack policy` reports for one resource: the AnalyzeRequest
+    the engine sends (inputs with secret wrappers, resource options) through the servicer
+    PolicyPack serves."""
+    servicer = policy_sdk._PolicyAnalyzerServicer(
+        "msr-cache", "0.1.0", list(mp.POLICIES), pulumi_policy.EnforcementLevel.MANDATORY
+    )
+    properties = struct_pb2.Struct()
+    properties.update(wire_props)
+    request = proto.AnalyzeRequest(
+        type=typ,
+        name=name,
+        urn=f"urn:pulumi:dev::msr-cache::{typ}::{name}",
+        properties=properties,
+        options=proto.AnalyzerResourceOptions(additionalSecretOutputs=secret_outputs),
+    )
+    response = servicer.Analyze(request, None)
+    return [
+        Diagnostic(d.policyName, d.message, d.enforcementLevel == proto.MANDATORY)
+        for d in response.diagnostics
+    ]
+
+
+def test_secret_values_reach_resource_policies_decrypted_and_unmarked() -> None:
+    """Why the secret policy checks additionalSecretOutputs: the marker is gone by the time
+    a validation runs, while the value is readable (which the config.yml policies use)."""
+    seen: dict[str, Any] = {}
+
+    def spy(args: pulumi_policy.ResourceValidationArgs, report: pulumi_policy.ReportViolation) -> None:
+        seen["data"] = args.props["data"]
+        seen["secret_outputs"] = list(args.opts.additional_secret_outputs)
+
+    servicer = policy_sdk._PolicyAnalyzerServicer(
+        "spy",
+        "0.0.1",
+        [pulumi_policy.ResourceValidationPolicy("spy", "spy", spy)],
+        pulumi_policy.EnforcementLevel.MANDATORY,
+    )
+    properties = struct_pb2.Struct()
+    properties.update({"data": secret("c2VjcmV0")})
+    servicer.Analyze(
+        proto.AnalyzeRequest(
+            type=mp.SERVICE_CONFIG,
+            name="cfg",
+            urn="urn:x",
+            properties=properties,
+            options=proto.AnalyzerResourceOptions(additionalSecretOutputs=["data"]),
+        ),
+        None,
+    )
+    assert seen == {"data": "c2VjcmV0", "secret_outputs": ["data"]}
+
+
+# --- the real program ---------------------------------------------------------------
+
+
+@dataclass
+class Deployed:
+    run: Run
+    secret_outputs: dict[str, list[str]]
+
+    def resources(self) -> Iterator[tuple[str, str, dict[str, Any], list[str]]]:
+        """(type, name, wire inputs, additionalSecretOutputs) of every custom resource."""
+        for r in self.run.resources:
+            if not r.typ.startswith("msrcache:"):  # component resources are not analyzed
+                yield r.typ, r.name, r.inputs, self.secret_outputs.get(r.name, [])
+
+    def one(self, typ: str) -> tuple[str, dict[str, Any], list[str]]:
+        (found,) = [(n, p, s) for t, n, p, s in self.resources() if t == typ]
+        return found
+
+
+def deploy(config: dict[str, Any] | None = None, secret_keys: tuple[str, ...] = ()) -> Deployed:
+    """run_program, also recording each registration's additionalSecretOutputs (the
+    option the engine passes to analyzers; MockResourceArgs does not carry it)."""
+    seen: dict[str, list[str]] = {}
+    original = MockMonitor.RegisterResource
+
+    def spy(self: MockMonitor, request: Any) -> Any:
+        seen[request.name] = list(request.additionalSecretOutputs)
+        return original(self, request)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MockMonitor, "RegisterResource", spy)
+        run = run_program(config, secret_keys=secret_keys)
+    return Deployed(run, seen)
+
+
+def _ca_signed() -> tuple[dict[str, Any], tuple[str, ...]]:
+    ca = pki.make_ca("Corp Issuing CA")
+    return {"tls": {"mode": "caSigned", "caCertPem": ca.cert_pem, "caKeyPem": ca.key_pem}}, ("tls",)
+
+
+def _provided() -> tuple[dict[str, Any], tuple[str, ...]]:
+    root = pki.make_ca("Root")
+    inter = pki.make_ca("Intermediate", issuer=root)
+    leaf = pki.make_leaf("cache.example.com", dns=["cache.example.com"], issuer=inter)
+    tls = {"mode": "provided", "certPem": leaf.cert_pem, "keyPem": leaf.key_pem, "chainPem": inter.cert_pem}
+    return {"tls": tls, "msrCaCert": root.cert_pem}, ("tls",)
+
+
+CONFIGURATIONS = {
+    "default": lambda: ({}, ()),
+    "ecdsa-host": lambda: ({"tls": {"keyAlgorithm": "ECDSA"}, "publishMode": "host"}, ()),
+    "ca-signed": _ca_signed,
+    "provided-with-msr-ca": _provided,
+    "volume": lambda: ({"storage": {"mode": "volume"}}, ()),
+    "nfs-volume": lambda: (
+        {"storage": {"mode": "volume", "driverOpts": {"type": "nfs", "o": "addr=10.0.0.5", "device": ":/x"}}},
+        (),
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGURATIONS))
+def deployed(request: pytest.FixtureRequest) -> Deployed:
+    config, secret_keys = CONFIGURATIONS[request.param]()
+    return deploy(config, secret_keys)
+
+
+def test_every_policy_accepts_every_resource_of_the_real_program(deployed: Deployed) -> None:
+    for typ, name, inputs, secret_outputs in deployed.resources():
+        assert mp.check_all(typ, name, mp.plain(inputs), frozenset(secret_outputs)) == {}, name
+
+
+def test_the_engine_path_reports_nothing_for_the_real_program(deployed: Deployed) -> None:
+    for typ, name, inputs, secret_outputs in deployed.resources():
+        assert analyze(typ, name, inputs, secret_outputs) == [], name
+
+
+def test_the_policies_have_something_to_check_in_the_real_program(deployed: Deployed) -> None:
+    types = {typ for typ, *_ in deployed.resources()}
+    assert {mp.SERVICE, mp.SERVICE_CONFIG, mp.SWARM_SECRET, mp.RANDOM_PASSWORD} <= types
+    # The ServiceConfig's data is secret in the inputs, and still readable by the policies.
+    _, inputs, secret_outputs = deployed.one(mp.SERVICE_CONFIG)
+    assert inputs["data"]["value"] and "data" in secret_outputs
+
+
+def test_ca_signed_certificate_marks_the_ca_key_secret() -> None:
+    config, secret_keys = _ca_signed()
+    name, inputs, secret_outputs = deploy(config, secret_keys).one(mp.LOCALLY_SIGNED_CERT)
+    assert "caPrivateKeyPem" in inputs and "caPrivateKeyPem" in secret_outputs
+    assert analyze(
+        mp.LOCALLY_SIGNED_CERT, name, inputs, [s for s in secret_outputs if s != "caPrivateKeyPem"]
+    )
+
+
+# --- one prop wrong: the policy that owns it says so --------------------------------
+
+
+@pytest.fixture(scope="module")
+def default() -> Deployed:
+    return deploy()
+
+
+def only(diagnostics: list[Diagnostic], policy: str, fragment: str) -> None:
+    assert [d.policy for d in diagnostics] == [policy], diagnostics
+    assert fragment in diagnostics[0].message and diagnostics[0].mandatory, diagnostics
+
+
+def test_a_latest_image_is_refused() -> None:
+    name, inputs, outs = deploy({"image": "mirantis/dtr-content-cache:latest"}).one(mp.SERVICE)
+    only(analyze(mp.SERVICE, name, inputs, outs), "image-pinned", "floating tag 'latest'")
+
+
+@pytest.mark.parametrize(("ttl", "fragment"), [("9999h", "longer than 720h"), ("30m", "shorter than 1h")])
+def test_a_blob_ttl_out_of_bounds_is_refused(ttl: str, fragment: str) -> None:
+    name, inputs, outs = deploy({"blobTtl": ttl}).one(mp.SERVICE_CONFIG)
+    only(analyze(mp.SERVICE_CONFIG, name, inputs, outs), "blob-ttl-in-bounds", fragment)
+
+
+def test_config_yml_without_tls_is_refused(default: Deployed) -> None:
+    name, inputs, outs = default.one(mp.SERVICE_CONFIG)
+    document = yaml.safe_load(base64.b64decode(inputs["data"]["value"]))
+    del document["http"]["tls"]
+    wire = {**inputs, "data": secret(base64.b64encode(yaml.safe_dump(document).encode()).decode())}
+    only(analyze(mp.SERVICE_CONFIG, name, wire, outs), "tls-configured", "would serve plain HTTP")
+
+
+def test_a_service_config_not_marked_secret_is_refused(default: Deployed) -> None:
+    name, inputs, outs = default.one(mp.SERVICE_CONFIG)
+    only(
+        analyze(mp.SERVICE_CONFIG, name, inputs, []),
+        "secret-inputs-marked-secret",
+        "data holds secret material",
+    )
+    assert outs == ["data"]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "policy", "fragment"),
+    [
+        ("taskSpec.restartPolicy.condition", "any", "placement-and-restart", "condition is 'any'"),
+        ("taskSpec.placement.constraints", [], "placement-and-restart", "select no labelled node"),
+        ("taskSpec.containerSpec.secrets", [], "tls-configured", "cache.cert.pem, cache.key.pem"),
+        ("mode.replicated.replicas", 3, "replicas-need-shared-storage", "runs 3 replicas"),
+    ],
+)
+def test_a_service_with_one_prop_wrong_is_refused(
+    default: Deployed, path: str, value: Any, policy: str, fragment: str
+) -> None:
+    name, inputs, outs = default.one(mp.SERVICE)
+    only(analyze(mp.SERVICE, name, changed(inputs, path, value), outs), policy, fragment)
+
+
+def test_replicas_on_a_local_volume_are_refused_and_on_nfs_accepted() -> None:
+    name, inputs, outs = deploy({"storage": {"mode": "volume"}}).one(mp.SERVICE)
+    only(
+        analyze(mp.SERVICE, name, changed(inputs, "mode.replicated.replicas", 2), outs),
+        "replicas-need-shared-storage",
+        "not shared",
+    )
+    nfs = {
+        "storage": {"mode": "volume", "driverOpts": {"type": "nfs", "o": "addr=10.0.0.5", "device": ":/x"}}
+    }
+    name, inputs, outs = deploy(nfs).one(mp.SERVICE)
+    assert analyze(mp.SERVICE, name, changed(inputs, "mode.replicated.replicas", 2), outs) == []
+
+
+def test_unknown_values_in_preview_are_not_reported_by_the_engine_path(default: Deployed) -> None:
+    name, inputs, outs = default.one(mp.SERVICE)
+    for path in (
+        "taskSpec.containerSpec.image",
+        "taskSpec.restartPolicy.condition",
+        "taskSpec.containerSpec.secrets.0.fileName",
+    ):
+        inputs = changed(inputs, path, UNKNOWN_STRING_VALUE)
+    inputs = changed(inputs, "taskSpec.placement.constraints", UNKNOWN_ARRAY_VALUE)
+    assert analyze(mp.SERVICE, name, inputs, outs) == []
+    name, inputs, outs = default.one(mp.SERVICE_CONFIG)
+    assert analyze(mp.SERVICE_CONFIG, name, {**inputs, "data": secret(UNKNOWN_STRING_VALUE)}, outs) == []
+
+
+# --- the pack as the CLI starts it ------------------------------------------------
+
+
+def test_the_pack_builds_a_mandatory_policy_pack_with_every_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs policy/__main__.py the way the CLI does (runpy on the directory). PolicyPack's
+    constructor validates its arguments, then starts a gRPC server and sleeps forever:
+    the server is replaced and the sleep interrupted, as Ctrl-C would."""
+    captured: dict[str, Any] = {}
+
+    class FakeServer:
+        def add_insecure_port(self, address: str) -> int:
+            return 50051
+
+        def start(self) -> None:
+            captured["started"] = True
+
+        def stop(self, grace: float | None) -> None:
+            captured["stopped"] = True
+
+    def interrupt(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    def register(servicer: Any, server: Any) -> None:
+        captured["servicer"] = servicer
+
+    monkeypatch.setattr(policy_sdk, "grpc", SimpleNamespace(server=lambda *a, **k: FakeServer()))
+    monkeypatch.setattr(policy_sdk, "time", SimpleNamespace(sleep=interrupt))
+    monkeypatch.setattr(
+        policy_sdk, "analyzer_pb2_grpc", SimpleNamespace(add_AnalyzerServicer_to_server=register)
+    )
+    sys.modules.pop("msrcache_policies", None)
+    try:
+        runpy.run_path(str(POLICY_DIR), run_name="__main__")
+    finally:
+        sys.modules.pop("msrcache_policies", None)
+
+    assert captured.get("started") and captured.get("stopped")
+    info = captured["servicer"].GetAnalyzerInfo(None, None)
+    assert info.name == "msr-cache"
+    assert [p.name for p in info.policies] == POLICY_NAMES
+    assert {p.enforcementLevel for p in info.policies} == {proto.MANDATORY}
+    assert all(p.description for p in info.policies)
+
+
+def test_pack_files_declare_a_python_pack_with_bounded_requirements() -> None:
+    project = yaml.safe_load((POLICY_DIR / "PulumiPolicy.yaml").read_text())
+    assert project["runtime"]["name"] == "python" and project["description"]
+    requirements = (POLICY_DIR / "requirements.txt").read_text().splitlines()
+    assert "pulumi-policy>=1.21,<2" in requirements
+    program = (Path(__file__).resolve().parents[2] / "requirements.txt").read_text().splitlines()
+    assert [r for r in requirements if r.startswith("pulumi>=")] == [
+        r for r in program if r.startswith("pulumi>=")
+    ]

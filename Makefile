@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: help venv lint unit e2e test up preview destroy rotate drift swarm-up swarm-down packages images rehearse rehearse-down
+.PHONY: help venv lint unit e2e test up preview destroy rotate drift swarm-up swarm-down packages images rehearse rehearse-down test-cache
 
 help:
 	@echo "make up STACK=<env>       pulumi up for stacks/Pulumi.<env>.yaml (checks prerequisites first)"
@@ -19,6 +19,8 @@ help:
 	@echo "make rehearse STACK=<env> apply a stack to a throwaway local swarm and pull through it"
 	@echo "                          (STACK_CONFIG=<file> instead of STACK, REPORT=<file>, KEEP=1)"
 	@echo "make rehearse-down        remove a rehearsal kept with KEEP=1"
+	@echo "make test-cache ENV=<env> deploy a throwaway copy of an env's cache, smoke-check it, destroy it"
+	@echo "                          (PULL=repo:tag, PORT=N, ADDRESS=host:port, CA_FILE=<pem>, KEEP=1)"
 
 # The virtualenv Pulumi.yaml names; rebuilt when the requirements change.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -65,8 +67,19 @@ packages:
 
 test: lint packages unit e2e
 
-# rotate: replace the key and certificate now; drift: fail when the swarm differs from the state.
-up preview destroy rotate drift: $(STAMP)
+# The policy pack's own virtualenv, which policy/PulumiPolicy.yaml names.
+POLICY_STAMP := policy/venv/.installed
+$(POLICY_STAMP): policy/requirements.txt
+	@test -x policy/venv/bin/python || $(PYTHON) -m venv policy/venv
+	policy/venv/bin/pip install --quiet --disable-pip-version-check -r policy/requirements.txt
+	@touch $@
+
+# up, preview and rotate run with the policy pack; rotate replaces the key and
+# certificate now; drift fails when the swarm differs from the state.
+up preview rotate: $(STAMP) $(POLICY_STAMP)
+	@scripts/pulumi-stack.sh $@ "$(STACK)"
+
+destroy drift: $(STAMP)
 	@scripts/pulumi-stack.sh $@ "$(STACK)"
 
 # A stack rehearsed on the local swarm; see README "Rehearsal".
@@ -89,3 +102,13 @@ rehearse-down: $(STAMP)
 	@eval "$$(scripts/swarm.sh env)"; \
 	 if [ -n "$${DOCKER_HOST:-}" ]; then $(PY) -m tests.rehearsal down; else echo "rehearse: no swarm is running"; fi; \
 	 status=$$?; scripts/swarm.sh down; exit $$status
+
+# A throwaway copy of an environment's cache: up, smoke check, destroy (README runbook).
+TEST_CACHE_KEEP := $(filter 1 yes true,$(KEEP))
+test-cache: $(STAMP) $(POLICY_STAMP)
+	@if [ -z "$(ENV)" ]; then \
+	   echo "test-cache: say which environment: make test-cache ENV=<env>, one of: $$(ls stacks | sed -n 's/^Pulumi\.\(.*\)\.yaml$$/\1/p' | grep -v '^test-' | xargs)" >&2; \
+	   exit 2; fi
+	@$(PY) -m tools.test_cache "$(ENV)" $(if $(PULL),--pull "$(PULL)") $(if $(PORT),--port "$(PORT)") \
+	   $(if $(ADDRESS),--address "$(ADDRESS)") $(if $(CA_FILE),--ca-file "$(CA_FILE)") \
+	   $(if $(TEST_CACHE_KEEP),--keep-on-failure)

@@ -1,0 +1,844 @@
+"""tools/test_cache.py (`make test-cache ENV=<env>`) without the Pulumi CLI.
+
+The pure parts (stack name, config plan, smoke target) are checked directly;
+the orchestration is driven with a fake Backend to show that clean-up always
+runs; the real smoke check runs against a local HTTPS registry stub; the real
+Automation API backend is driven with fake stacks and the SDK's own errors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import re
+import shutil
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+
+import tools.test_cache as tc
+from components.settings import _SERVICE_RE
+from tests.support import pki
+from tools.smoke import SmokeError, SmokeResult
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK_FILES = sorted(
+    p for p in (ROOT / "stacks").glob("Pulumi.*.yaml") if not p.name.startswith("Pulumi.test-")
+)
+NOW = dt.datetime(2025, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
+STACK = "test-dev-20250304050607-a1b2c3"
+
+
+def load(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+# ---------------------------------------------------------------------------
+# The stack name
+# ---------------------------------------------------------------------------
+
+
+def test_stack_name_has_the_env_the_utc_time_and_a_token() -> None:
+    assert tc.unique_stack_name("dev", now=NOW, token="a1b2c3") == STACK
+    local = dt.datetime(2025, 3, 4, 7, 6, 7, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert tc.unique_stack_name("dev", now=local, token="a1b2c3") == STACK
+
+
+def test_stack_names_are_valid_unique_and_usable_as_service_names() -> None:
+    names = {tc.unique_stack_name("staging") for _ in range(200)}
+    assert len(names) == 200
+    for name in names:
+        assert re.fullmatch(r"test-staging-\d{14}-[0-9a-f]{6}", name)
+        assert re.fullmatch(r"[A-Za-z0-9_.-]+", name)  # Pulumi stack name characters
+        assert _SERVICE_RE.match(name)
+
+
+def test_stack_name_of_an_odd_or_long_env_stays_valid() -> None:
+    name = tc.unique_stack_name("eu west/" + "x" * 80, now=NOW, token="ffffff")
+    assert re.fullmatch(r"[A-Za-z0-9_.-]+", name) and "eu-west-" in name
+    assert len(name) <= 63 and _SERVICE_RE.match(name)
+
+
+# ---------------------------------------------------------------------------
+# The config plan
+# ---------------------------------------------------------------------------
+
+
+def by_key(plan: tc.ConfigPlan) -> dict[str, tc.Setting]:
+    return {s.key: s for s in plan.settings}
+
+
+def test_dev_plan_sets_every_key_with_objects_as_paths() -> None:
+    plan = tc.plan_config(load(ROOT / "stacks/Pulumi.dev.yaml"), env="dev", stack=STACK)
+    S = tc.Setting
+    assert list(plan.settings) == [
+        S("msr-cache:msrHost", "msr.dev.example.com", False, False),
+        S("msr-cache:msrPort", "443", False, False),
+        S("msr-cache:cacheHost", "localhost", False, False),
+        S("msr-cache:cachePort", "5443", False, False),
+        S("msr-cache:cacheNode", "self", False, False),
+        S("msr-cache:publishMode", "host", False, False),
+        S("msr-cache:logLevel", "debug", False, False),
+        S("msr-cache:tls.mode", "selfSigned", False, True),
+        S("msr-cache:tls.ipAddresses[0]", "127.0.0.1", False, True),
+        S("msr-cache:serviceName", STACK, False, False),
+        S("msr-cache:nodeLabel", "msr-cache-test.a1b2c3", False, False),
+    ]
+    assert plan.tls_mode == "selfSigned" and plan.copied_keys == []
+    assert any("pass --port N" in n and "self" in n and "5443" in n for n in plan.notes)
+
+
+def test_the_environments_service_name_and_label_are_never_used() -> None:
+    doc = {"config": {"msr-cache:serviceName": "dtr-cache", "msr-cache:nodeLabel": "msr.cache"}}
+    settings = by_key(tc.plan_config(doc, env="prod", stack=STACK))
+    assert settings["msr-cache:serviceName"].value == STACK
+    assert settings["msr-cache:nodeLabel"].value == "msr-cache-test.a1b2c3"
+    labelled = by_key(tc.plan_config(doc, env="prod", stack=STACK, label="dtr.cache"))
+    assert labelled["msr-cache:nodeLabel"].value == "dtr.cache"
+
+
+def test_prod_plan_drops_the_shared_volume_name() -> None:
+    plan = tc.plan_config(load(ROOT / "stacks/Pulumi.prod.yaml"), env="prod", stack=STACK)
+    keys = by_key(plan)
+    assert keys["msr-cache:storage.mode"].value == "volume"
+    assert not any("volumeName" in k for k in keys)
+    assert any("storage.volumeName: not copied" in n for n in plan.notes)
+    assert plan.tls_mode == "provided"
+
+
+def test_port_override_replaces_cache_port() -> None:
+    plan = tc.plan_config(load(ROOT / "stacks/Pulumi.dev.yaml"), env="dev", stack=STACK, port=6443)
+    assert [s.value for s in plan.settings if s.key == "msr-cache:cachePort"] == ["6443"]
+    assert not any("pass --port N" in n for n in plan.notes)
+
+
+def test_secure_values_are_copied_with_the_cli_and_never_read() -> None:
+    doc = {
+        "secretsprovider": "awskms://alias/x?region=eu-west-1",
+        "config": {
+            "msr-cache:msrCaCert": {"secure": "v1:AAA"},
+            "msr-cache:tls": {
+                "mode": "caSigned",
+                "caCertPem": "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n",
+                "caKeyPem": {"secure": "v1:BBB"},
+            },
+        },
+    }
+    plan = tc.plan_config(doc, env="staging", stack=STACK)
+    keys = by_key(plan)
+    assert keys["msr-cache:msrCaCert"] == tc.Setting("msr-cache:msrCaCert", None, True, False)
+    assert keys["msr-cache:tls.caKeyPem"] == tc.Setting("msr-cache:tls.caKeyPem", None, True, True)
+    assert plan.copied_keys == ["msr-cache:msrCaCert", "msr-cache:tls.caKeyPem"]
+    assert plan.ca_cert_pem is not None and "CA" in plan.ca_cert_pem
+    assert plan.secrets_provider == "awskms://alias/x?region=eu-west-1"
+    assert "v1:" not in repr(plan.settings)
+
+
+def test_plaintext_private_keys_are_set_as_secrets_and_noted() -> None:
+    doc = {"config": {"msr-cache:tls": {"mode": "provided", "certPem": "CERT", "keyPem": "KEY-MATERIAL"}}}
+    plan = tc.plan_config(doc, env="prod", stack=STACK)
+    keys = by_key(plan)
+    assert keys["msr-cache:tls.keyPem"].secret and not keys["msr-cache:tls.certPem"].secret
+    assert any("tls.keyPem: is in plain text" in n for n in plan.notes)
+    assert not any("KEY-MATERIAL" in n for n in plan.notes)
+    assert "KEY-MATERIAL" not in repr(plan.settings)
+
+
+def test_docker_keys_are_copied_and_other_namespaces_named() -> None:
+    doc = {
+        "config": {"docker:host": "ssh://ops@manager", "aws:region": "eu-west-1", "pulumi:tags": {"a": "b"}}
+    }
+    plan = tc.plan_config(doc, env="prod", stack=STACK)
+    assert by_key(plan)["docker:host"] == tc.Setting("docker:host", "ssh://ops@manager", False, False)
+    assert any("aws:region, pulumi:tags" in n for n in plan.notes)
+
+
+def test_map_keys_that_need_quoting_are_quoted() -> None:
+    doc = {
+        "config": {"msr-cache:storage": {"mode": "volume", "driverOpts": {"com.x/y": "1k", "type": "nfs"}}}
+    }
+    keys = by_key(tc.plan_config(doc, env="e", stack=STACK))
+    assert keys['msr-cache:storage.driverOpts["com.x/y"]'].value == "1k"
+    assert keys["msr-cache:storage.driverOpts.type"].value == "nfs"
+
+
+@pytest.mark.parametrize(
+    ("tls", "message"),
+    [
+        ({"dnsNames": ["true"]}, r"tls\.dnsNames\[0\]: is the string 'true'"),
+        ({"validityHours": "720"}, r"tls\.validityHours: is the string '720'"),
+        ({"ratio": 1.5}, r"tls\.ratio: a float value"),
+        ({"dnsNames": [{"secure": "v1:x"}]}, r"tls\.dnsNames\[0\]: an encrypted value inside a list"),
+        ({'a"b': "x"}, r"cannot be written as a config path"),
+    ],
+)
+def test_values_that_would_not_survive_the_copy_are_refused(tls: dict, message: str) -> None:
+    with pytest.raises(tc.ConfigError, match=message):
+        tc.plan_config({"config": {"msr-cache:tls": tls}}, env="e", stack=STACK)
+
+
+def test_strings_with_leading_zeros_stay_strings_and_are_allowed() -> None:
+    keys = by_key(tc.plan_config({"config": {"msr-cache:tls": {"x": "0123"}}}, env="e", stack=STACK))
+    assert keys["msr-cache:tls.x"].value == "0123"
+
+
+# A model of what `pulumi config set[-all] [--path]` and `config cp [--path]`
+# store (pulumi/pulumi sdk/go/common/resource/config: adjustObjectValue and
+# parseKeyPath): the plan must rebuild the stack file's config.
+_SEGMENT = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_]*)|\["([^"]*)"\]|\[(\d+)\]')
+
+
+def _cli_store(config: dict[str, Any], setting: tc.Setting, source: dict[str, Any]) -> None:
+    ns, name = setting.key.split(":", 1)
+    segments: list[str | int] = []
+    for m in _SEGMENT.finditer(name if setting.path else ""):
+        segments.append(m.group(1) or m.group(2) if m.group(3) is None else int(m.group(3)))
+    if not setting.path:
+        segments = [name]
+    value: Any
+    if setting.value is None:  # config cp: the source's (encrypted) value, unchanged
+        value = source[f"{ns}:{segments[0]}"]
+        for seg in segments[1:]:
+            value = value[seg]
+    elif not setting.path:
+        value = setting.value
+    elif setting.value in ("true", "false"):
+        value = setting.value == "true"
+    elif len(setting.value) > 1 and setting.value[0] == "0":
+        value = setting.value
+    elif re.fullmatch(r"[+-]?\d+", setting.value):
+        value = int(setting.value)
+    else:
+        value = setting.value
+    key, rest = f"{ns}:{segments[0]}", segments[1:]
+    if not rest:
+        config[key] = value
+        return
+    node = config.setdefault(key, [] if isinstance(rest[0], int) else {})
+    for seg, nxt in zip(rest, [*rest[1:], None], strict=True):
+        if nxt is None:
+            if isinstance(node, list):
+                assert seg == len(node), "list items are set in order"
+                node.append(value)
+            else:
+                node[str(seg)] = value
+        else:
+            empty: Any = [] if isinstance(nxt, int) else {}
+            if isinstance(node, list):
+                assert isinstance(seg, int)
+                if seg == len(node):
+                    node.append(empty)
+                node = node[seg]
+            else:
+                node = node.setdefault(str(seg), empty)
+
+
+def _as_stored(config: dict[str, Any]) -> dict[str, Any]:
+    """Top-level scalars are strings in a stack's config (config.Value), objects keep their types."""
+    return {k: v if isinstance(v, dict | list) else str(v) for k, v in config.items()}
+
+
+@pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
+def test_the_plan_rebuilds_each_stack_files_config(path: Path) -> None:
+    doc = load(path)
+    doc["config"]["msr-cache:tls"]["caKeyPem"] = {"secure": "v1:encrypted"}  # as after `config set --secret`
+    doc["config"]["msr-cache:storage"] = {
+        "mode": "volume",
+        "driverOpts": {"o": "addr=10.0.0.1", "type": "nfs"},
+    }
+    plan = tc.plan_config(doc, env=path.stem, stack=STACK, port=7443)
+    rebuilt: dict[str, Any] = {}
+    for setting in plan.settings:
+        _cli_store(rebuilt, setting, doc["config"])
+    expected = _as_stored(doc["config"])
+    expected |= {
+        "msr-cache:serviceName": STACK,
+        "msr-cache:nodeLabel": "msr-cache-test.a1b2c3",
+        "msr-cache:cachePort": "7443",
+    }
+    assert _as_stored(rebuilt) == expected
+
+
+# ---------------------------------------------------------------------------
+# The smoke check's target
+# ---------------------------------------------------------------------------
+
+PLAN_SELF = tc.ConfigPlan((), (), "selfSigned", None, None)
+OUTS = {"cacheUrl": "https://cache.example.com:5443", "certificatePem": "LEAF"}
+
+
+def test_target_is_cache_urls_host_and_port() -> None:
+    t = tc.smoke_target(OUTS, PLAN_SELF)
+    assert (t.address, t.server_name, t.ca_pem, t.expected_cert_pem) == (
+        ("cache.example.com", 5443), "cache.example.com", "LEAF", "LEAF",
+    )  # fmt: skip
+    assert tc.smoke_target({**OUTS, "cacheUrl": "https://c.example.com"}, PLAN_SELF).address == (
+        "c.example.com", 443,
+    )  # fmt: skip
+    assert tc.smoke_target({**OUTS, "cacheUrl": "https://[::1]:8443"}, PLAN_SELF).address == ("::1", 8443)
+
+
+def test_target_address_override_keeps_the_server_name() -> None:
+    t = tc.smoke_target(OUTS, PLAN_SELF, address=("10.0.0.7", 443))
+    assert t.address == ("10.0.0.7", 443) and t.server_name == "cache.example.com"
+
+
+def test_target_ca_by_tls_mode() -> None:
+    ca_signed = tc.ConfigPlan((), (), "caSigned", "CA", None)
+    assert tc.smoke_target(OUTS, ca_signed).ca_pem == "CA"
+    provided = tc.smoke_target(OUTS, tc.ConfigPlan((), (), "provided", None, None))
+    assert provided.ca_pem == "LEAF" and "--ca-file" in provided.ca_source
+    given = tc.smoke_target(OUTS, ca_signed, ca_file=Path("/etc/corp-root.pem"))
+    assert given.ca_file == Path("/etc/corp-root.pem") and given.ca_pem is None
+
+
+def test_target_without_outputs_is_a_step_error() -> None:
+    with pytest.raises(tc.StepError, match="no cacheUrl"):
+        tc.smoke_target({}, PLAN_SELF)
+
+
+def test_host_port_parsing() -> None:
+    assert tc.parse_host_port("127.0.0.1:5443") == ("127.0.0.1", 5443)
+    assert tc.parse_host_port("[::1]:443") == ("::1", 443)
+    for bad in ("nohost", ":443", "h:0", "h:x"):
+        with pytest.raises(ValueError):
+            tc.parse_host_port(bad)
+
+
+def test_cli_error_line_picks_the_error() -> None:
+    text = (
+        "\n code: 255\n stdout: Updating (x)\n  lots of output\n"
+        " stderr: error: no stack named 'staging' found"
+    )
+    assert tc.cli_error_line(text) == "no stack named 'staging' found"
+    assert tc.cli_error_line("\n code: 1\n stdout: \n stderr: boom") == "stderr: boom"
+
+
+# ---------------------------------------------------------------------------
+# The orchestration with a fake backend
+# ---------------------------------------------------------------------------
+
+
+class FakeBackend:
+    def __init__(self, outs: dict[str, Any] | None = None, **failures: BaseException) -> None:
+        self.calls: list[str] = []
+        self.failures = failures
+        self._outputs = outs or {"cacheUrl": "https://localhost:5443", "certificatePem": "LEAF"}
+        self.settings: Sequence[tc.Setting] = ()
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if name in self.failures:
+            raise self.failures[name]
+
+    def create(self, stack: str, secrets_provider: str | None) -> None:
+        self._call("create")
+
+    def set_config(self, settings: Sequence[tc.Setting], environments: Sequence[str] = ()) -> None:
+        self.settings = settings
+        self._call("set_config")
+
+    def up(self, on_output: tc.OnOutput) -> None:
+        on_output("Updating (test stack)")
+        self._call("up")
+
+    def outputs(self) -> dict[str, Any]:
+        self._call("outputs")
+        return self._outputs
+
+    def destroy(self, on_output: tc.OnOutput) -> None:
+        self._call("destroy")
+
+    def remove(self) -> None:
+        self._call("remove")
+
+
+class FakeSmoke:
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, address: tuple[str, int], server_name: str, ca_file: str, **kw: Any) -> SmokeResult:
+        self.calls.append(
+            {"address": address, "server_name": server_name, "ca": Path(ca_file).read_text(), **kw}
+        )
+        if self.error:
+            raise self.error
+        return SmokeResult(1.5, "ab" * 32, None)
+
+
+def a_run(**kw: Any) -> tc.CacheTest:
+    plan = tc.plan_config(load(ROOT / "stacks/Pulumi.dev.yaml"), env="dev", stack=STACK)
+    return tc.CacheTest(env="dev", stack=STACK, plan=plan, root=ROOT, **kw)
+
+
+ALL_STEPS = ["create", "set_config", "up", "outputs", "destroy", "remove"]
+
+
+def test_success_runs_every_step_then_cleans_up(capsys: pytest.CaptureFixture[str]) -> None:
+    backend, smoke = FakeBackend(), FakeSmoke()
+    assert tc.run_test(a_run(pull=("library/busybox", "1.36")), backend, smoke) == tc.EXIT_OK
+    assert backend.calls == ALL_STEPS
+    (call,) = smoke.calls
+    assert call["address"] == ("localhost", 5443) and call["server_name"] == "localhost"
+    assert call["ca"] == "LEAF" and call["expected_cert_pem"] == "LEAF"
+    assert call["pull"] == ("library/busybox", "1.36") and call["timeout"] == 90
+    out = capsys.readouterr().out
+    assert "Updating (test stack)" in out and "PASSED" in out and f"removed stack {STACK}" in out
+
+
+@pytest.mark.parametrize(
+    ("failures", "steps"),
+    [
+        ({"set_config": tc.StepError("setting the config failed: x")}, ["create", "set_config"]),
+        (
+            {"up": tc.StepError("pulumi up failed: update failed (its output is above)")},
+            ["create", "set_config", "up"],
+        ),
+        ({"outputs": tc.StepError("reading the outputs failed")}, ["create", "set_config", "up", "outputs"]),
+    ],
+)
+def test_a_failed_step_is_one_line_and_still_cleaned_up(
+    failures: dict, steps: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    backend = FakeBackend(**failures)
+    assert tc.run_test(a_run(), backend, FakeSmoke()) == tc.EXIT_FAILED
+    assert backend.calls == [*steps, "destroy", "remove"]
+    err = capsys.readouterr().err
+    assert err.count("FAILED:") == 1 and "Traceback" not in err
+
+
+def test_a_failed_smoke_check_is_cleaned_up(capsys: pytest.CaptureFixture[str]) -> None:
+    backend = FakeBackend()
+    smoke = FakeSmoke(SmokeError("the cache does not answer over verified TLS: timed out"))
+    assert tc.run_test(a_run(), backend, smoke) == tc.EXIT_FAILED
+    assert backend.calls == ALL_STEPS
+    assert "FAILED: the cache does not answer over verified TLS" in capsys.readouterr().err
+
+
+def test_an_interrupt_during_up_is_cleaned_up(capsys: pytest.CaptureFixture[str]) -> None:
+    backend = FakeBackend(up=KeyboardInterrupt())
+    assert tc.run_test(a_run(), backend, FakeSmoke()) == tc.EXIT_INTERRUPTED
+    assert backend.calls == ["create", "set_config", "up", "destroy", "remove"]
+    assert "interrupted; cleaning up" in capsys.readouterr().err
+
+
+def test_an_interrupt_during_the_smoke_check_is_cleaned_up() -> None:
+    backend = FakeBackend()
+    assert tc.run_test(a_run(), backend, FakeSmoke(KeyboardInterrupt())) == tc.EXIT_INTERRUPTED
+    assert backend.calls == ALL_STEPS
+
+
+def test_a_failed_create_has_nothing_to_clean() -> None:
+    backend = FakeBackend(create=tc.StepError("creating stack failed: passphrase must be set"))
+    assert tc.run_test(a_run(), backend, FakeSmoke()) == tc.EXIT_FAILED
+    assert backend.calls == ["create"]
+
+
+def test_keep_on_failure_keeps_the_stack_and_says_how_to_remove_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    backend = FakeBackend(up=tc.StepError("pulumi up failed"))
+    assert tc.run_test(a_run(keep_on_failure=True), backend, FakeSmoke()) == tc.EXIT_FAILED
+    assert backend.calls == ["create", "set_config", "up"]
+    out = capsys.readouterr().out
+    assert f"pulumi destroy --stack {STACK}" in out and f"pulumi stack rm {STACK}" in out
+
+
+def test_keep_on_failure_still_removes_a_passing_stack() -> None:
+    backend = FakeBackend()
+    assert tc.run_test(a_run(keep_on_failure=True), backend, FakeSmoke()) == tc.EXIT_OK
+    assert backend.calls == ALL_STEPS
+
+
+@pytest.mark.parametrize("smoke_error", [None, SmokeError("wrong certificate")])
+def test_a_failed_destroy_prints_the_commands_to_finish(
+    smoke_error: Exception | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backend = FakeBackend(destroy=tc.StepError("pulumi destroy failed: docker unreachable"))
+    assert tc.run_test(a_run(), backend, FakeSmoke(smoke_error)) == tc.EXIT_CLEANUP_FAILED
+    assert backend.calls == ["create", "set_config", "up", "outputs", "destroy"]
+    err = capsys.readouterr().err
+    assert "clean-up FAILED: pulumi destroy failed: docker unreachable" in err
+    assert f"  pulumi destroy --stack {STACK}\n" in err and f"  pulumi stack rm {STACK}\n" in err
+
+
+def test_a_failed_stack_rm_prints_only_stack_rm(capsys: pytest.CaptureFixture[str]) -> None:
+    backend = FakeBackend(remove=tc.StepError("pulumi stack rm failed"))
+    assert tc.run_test(a_run(), backend, FakeSmoke()) == tc.EXIT_CLEANUP_FAILED
+    err = capsys.readouterr().err
+    assert f"pulumi stack rm {STACK}" in err and "pulumi destroy --stack" not in err
+
+
+def test_an_interrupted_destroy_prints_the_commands_to_finish(capsys: pytest.CaptureFixture[str]) -> None:
+    backend = FakeBackend(destroy=KeyboardInterrupt())
+    assert tc.run_test(a_run(), backend, FakeSmoke()) == tc.EXIT_CLEANUP_FAILED
+    assert f"pulumi destroy --stack {STACK}" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_still_cleans_up_and_is_not_hidden() -> None:
+    backend = FakeBackend(outputs=RuntimeError("a bug"))
+    with pytest.raises(RuntimeError, match="a bug"):
+        tc.run_test(a_run(), backend, FakeSmoke())
+    assert backend.calls[-2:] == ["destroy", "remove"]
+
+
+def test_no_config_value_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    doc = {
+        "config": {
+            "msr-cache:msrHost": "msr.example.com",
+            "msr-cache:msrCaCert": "CA-CERT-TEXT",
+            "msr-cache:tls": {"mode": "provided", "certPem": "CERT-TEXT", "keyPem": "PRIVATE-KEY-TEXT"},
+            "msr-cache:tlsOld": {"secure": "v1:ENCRYPTED-TEXT"},
+        }
+    }
+    plan = tc.plan_config(doc, env="prod", stack=STACK)
+    run = tc.CacheTest(env="prod", stack=STACK, plan=plan, root=ROOT)
+    tc.run_test(run, FakeBackend(up=tc.StepError("pulumi up failed")), FakeSmoke())
+    captured = capsys.readouterr()
+    for text in ("CA-CERT-TEXT", "CERT-TEXT", "PRIVATE-KEY-TEXT", "ENCRYPTED-TEXT"):
+        assert text not in captured.out + captured.err
+    assert "msr-cache:tls.keyPem" in captured.out  # keys are named, values are not
+
+
+# ---------------------------------------------------------------------------
+# The real smoke check against a local HTTPS registry stub
+# ---------------------------------------------------------------------------
+
+
+class _V2(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"{}"
+        self.send_response(200 if self.path == "/v2/" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def https_v2(tmp_path: Path) -> Iterator[Any]:
+    """Start a /v2/ stub on 127.0.0.1 serving the given chain: serve(leaf, chain_pem) -> port."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def serve(leaf: pki.Issued, chain_pem: str = "") -> int:
+        cert, key = tmp_path / f"c{len(servers)}.pem", tmp_path / f"k{len(servers)}.pem"
+        cert.write_text(leaf.cert_pem + chain_pem)
+        key.write_text(leaf.key_pem)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _V2)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server.server_address[1]
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_real_smoke_check_passes_for_a_self_signed_cache(https_v2: Any) -> None:
+    leaf = pki.make_leaf("localhost", dns=["localhost"], ips=["127.0.0.1"])
+    port = https_v2(leaf)
+    outputs = {"cacheUrl": f"https://localhost:{port}", "certificatePem": leaf.cert_pem}
+    backend = FakeBackend(outputs)
+    assert tc.run_test(a_run(address=("127.0.0.1", port), timeout=5), backend) == tc.EXIT_OK
+    assert backend.calls == ALL_STEPS
+
+
+def test_real_smoke_check_with_the_ca_from_a_ca_signed_stack(https_v2: Any) -> None:
+    ca = pki.make_ca("Corp CA")
+    leaf = pki.make_leaf("cache.site.example", dns=["cache.site.example"], issuer=ca)
+    port = https_v2(leaf)
+    doc = {"config": {"msr-cache:tls": {"mode": "caSigned", "caCertPem": ca.cert_pem}}}
+    plan = tc.plan_config(doc, env="staging", stack=STACK)
+    outputs = {"cacheUrl": "https://cache.site.example", "certificatePem": leaf.cert_pem + ca.cert_pem}
+    run = tc.CacheTest(
+        env="staging", stack=STACK, plan=plan, root=ROOT, address=("127.0.0.1", port), timeout=5
+    )
+    assert tc.run_test(run, FakeBackend(outputs)) == tc.EXIT_OK
+
+
+def test_real_smoke_check_of_a_provided_cert_needs_its_ca(
+    https_v2: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = pki.make_ca("Root")
+    inter = pki.make_ca("Intermediate", issuer=root)
+    leaf = pki.make_leaf("cache.example.com", dns=["cache.example.com"], issuer=inter)
+    port = https_v2(leaf, inter.cert_pem)
+    plan = tc.plan_config({"config": {"msr-cache:tls": {"mode": "provided"}}}, env="prod", stack=STACK)
+    outputs = {"cacheUrl": "https://cache.example.com", "certificatePem": leaf.cert_pem + inter.cert_pem}
+    run = tc.CacheTest(env="prod", stack=STACK, plan=plan, root=ROOT, address=("127.0.0.1", port), timeout=2)
+    backend = FakeBackend(outputs)
+    assert tc.run_test(run, backend) == tc.EXIT_FAILED  # the leaf alone is no trust anchor
+    assert backend.calls[-2:] == ["destroy", "remove"]
+    assert re.search(r"unable to get (local )?issuer certificate", capsys.readouterr().err)
+    root_file = tmp_path / "root.pem"
+    root_file.write_text(root.cert_pem)
+    run.ca_file = root_file
+    assert tc.run_test(run, FakeBackend(outputs)) == tc.EXIT_OK
+
+
+def test_real_smoke_check_refuses_another_certificate(
+    https_v2: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served = pki.make_leaf("localhost", dns=["localhost"])
+    port = https_v2(served)
+    other = pki.make_leaf("localhost", dns=["localhost"])
+    outputs = {"cacheUrl": f"https://localhost:{port}", "certificatePem": other.cert_pem}
+    run = a_run(address=("127.0.0.1", port), timeout=2)
+    assert tc.run_test(run, FakeBackend(outputs)) == tc.EXIT_FAILED
+    assert "FAILED: the cache does not answer over verified TLS" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# The command line: refusals before anything is created
+# ---------------------------------------------------------------------------
+
+
+def no_backend(root: Path, env: str) -> tc.Backend:
+    raise AssertionError("nothing may be created")
+
+
+def test_missing_cli_exits_2_before_anything_else(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("no command may run"))
+    assert tc.main(["dev"], backend_factory=no_backend) == tc.EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert err == (
+        "test-cache: the Pulumi CLI is not installed: https://www.pulumi.com/docs/install/; "
+        "make test-cache needs it\n"
+    )
+
+
+def test_missing_cli_is_checked_before_the_stack_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert tc.main(["no-such-env"], backend_factory=no_backend) == tc.EXIT_REFUSED
+    assert "Pulumi CLI is not installed" in capsys.readouterr().err
+
+
+def whoami(rc: int) -> Any:
+    def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        assert cmd == ["pulumi", "whoami"]
+        return subprocess.CompletedProcess(cmd, rc, "someone\n" if rc == 0 else "", "")
+
+    return run
+
+
+def test_unknown_env_names_the_stacks_that_exist(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/pulumi")
+    monkeypatch.setattr(subprocess, "run", whoami(0))
+    assert tc.main(["qa"], backend_factory=no_backend) == tc.EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert err.startswith("test-cache: no stacks/Pulumi.qa.yaml; the stacks are: ")
+    assert all(env in err for env in ("dev", "prod", "staging"))
+
+
+def test_no_login_says_pulumi_login(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/pulumi")
+    monkeypatch.setattr(subprocess, "run", whoami(255))
+    assert tc.main(["dev"], backend_factory=no_backend) == tc.EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert "`pulumi login`" in err and "`pulumi login --local`" in err
+
+
+def test_missing_ca_file_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/pulumi")
+    monkeypatch.setattr(subprocess, "run", whoami(0))
+    assert tc.main(["dev", "--ca-file", str(tmp_path / "nope.pem")], backend_factory=no_backend) == 2
+    assert "--ca-file" in capsys.readouterr().err
+
+
+def test_main_runs_the_test_on_a_new_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/pulumi")
+    monkeypatch.setattr(subprocess, "run", whoami(0))
+    backends: list[FakeBackend] = []
+
+    def factory(root: Path, env: str) -> FakeBackend:
+        assert root == ROOT and env == "dev"
+        backends.append(FakeBackend())
+        return backends[-1]
+
+    smoke = FakeSmoke()
+    argv = ["dev", "--port", "6443", "--pull", "library/busybox:1.36", "--address", "127.0.0.1:6443"]
+    assert tc.main(argv, backend_factory=factory, smoke=smoke) == tc.EXIT_OK
+    (backend,) = backends
+    assert backend.calls == ALL_STEPS
+    service = next(s.value for s in backend.settings if s.key == "msr-cache:serviceName")
+    assert service and re.fullmatch(r"test-dev-\d{14}-[0-9a-f]{6}", service)
+    assert smoke.calls[0]["address"] == ("127.0.0.1", 6443) and smoke.calls[0]["pull"] == (
+        "library/busybox",
+        "1.36",
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["dev", "--pull", "busybox"],
+        ["dev", "--port", "0"],
+        ["dev", "--address", "x"],
+        ["dev", "--label", "Bad Label"],
+    ],
+)
+def test_bad_arguments_exit_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        tc.parse_args(argv)
+    assert exc.value.code == 2
+
+
+# ---------------------------------------------------------------------------
+# The Automation API backend: thin, driven with fake stacks and the SDK's errors
+# ---------------------------------------------------------------------------
+
+auto = pytest.importorskip("pulumi.automation")
+
+
+def command_error(stderr: str, cls: type = auto.errors.CommandError) -> Exception:
+    from pulumi.automation._cmd import CommandResult
+
+    return cls(CommandResult(stdout="Updating (x)\nlots of output", stderr=stderr, code=255))
+
+
+class FakeCommand:
+    def __init__(self) -> None:
+        self.runs: list[tuple[list[str], str, dict]] = []
+
+    def run(self, args: list[str], cwd: str, env: dict) -> None:
+        self.runs.append((args, cwd, env))
+
+
+class FakeStack:
+    def __init__(self, name: str = STACK) -> None:
+        self.name = name
+        self.config_calls: list[tuple[dict, bool]] = []
+        self.removed: list[str] = []
+        self.workspace = SimpleNamespace(
+            pulumi_command=FakeCommand(), work_dir=str(ROOT), env_vars={},
+            remove_stack=self.removed.append, select_stack=lambda n: None,
+        )  # fmt: skip
+        self.destroy_errors: list[Exception] = []
+
+    def set_all_config(self, values: dict, *, path: bool = False) -> None:
+        self.config_calls.append(({k: (v.value, v.secret) for k, v in values.items()}, path))
+
+    def up(self, **kw: Any) -> Any:
+        assert kw["show_secrets"] is False
+        assert kw["policy_packs"] == [str(tc.ROOT / "policy")]
+        kw["on_output"]("Updating")
+        return SimpleNamespace(outputs={"cacheUrl": auto.OutputValue("https://x", False)})
+
+    def destroy(self, **kw: Any) -> None:
+        if self.destroy_errors:
+            raise self.destroy_errors.pop(0)
+
+
+def real_backend(stack: FakeStack, env: str = "staging") -> tc.AutomationBackend:
+    backend = tc.AutomationBackend(ROOT, env, auto=auto, sleep=lambda s: None)
+    backend.stack = stack
+    return backend
+
+
+def test_backend_sets_plain_and_path_values_then_copies_encrypted_ones() -> None:
+    stack = FakeStack()
+    settings = [
+        tc.Setting("msr-cache:msrHost", "msr.example.com", False, False),
+        tc.Setting("msr-cache:tls.mode", "caSigned", False, True),
+        tc.Setting("msr-cache:tls.keyPem", "KEY", True, True),
+        tc.Setting("msr-cache:msrCaCert", None, True, False),
+        tc.Setting("msr-cache:tls.caKeyPem", None, True, True),
+    ]
+    real_backend(stack).set_config(settings)
+    assert stack.config_calls == [
+        ({"msr-cache:msrHost": ("msr.example.com", False)}, False),
+        ({"msr-cache:tls.mode": ("caSigned", False), "msr-cache:tls.keyPem": ("KEY", True)}, True),
+    ]
+    runs = stack.workspace.pulumi_command.runs
+    assert [r[0] for r in runs] == [
+        ["config", "cp", "--stack", "staging", "--dest", STACK, "msr-cache:msrCaCert"],
+        ["config", "cp", "--stack", "staging", "--dest", STACK, "--path", "msr-cache:tls.caKeyPem"],
+    ]
+    assert runs[0][1] == str(ROOT)
+
+
+def test_backend_turns_cli_errors_into_one_line() -> None:
+    stack = FakeStack()
+
+    def fail(values: dict, *, path: bool = False) -> None:
+        raise command_error("error: stack 'x' has no secrets provider; PULUMI_CONFIG_PASSPHRASE is not set")
+
+    stack.set_all_config = fail  # type: ignore[method-assign]
+    with pytest.raises(tc.StepError) as exc:
+        real_backend(stack).set_config([tc.Setting("msr-cache:a", "b", False, False)])
+    assert str(exc.value) == (
+        "setting the config failed: stack 'x' has no secrets provider; PULUMI_CONFIG_PASSPHRASE is not set"
+    )
+
+
+def test_backend_up_keeps_the_outputs_values() -> None:
+    backend = real_backend(FakeStack())
+    lines: list[str] = []
+    backend.up(lines.append)
+    assert lines == ["Updating"] and backend.outputs() == {"cacheUrl": "https://x"}
+
+
+def test_backend_destroy_waits_for_the_lock_of_an_interrupted_update() -> None:
+    stack = FakeStack()
+    stack.destroy_errors = [
+        command_error("the stack is currently locked by 1 lock(s)", auto.errors.ConcurrentUpdateError)
+    ]
+    real_backend(stack).destroy(lambda line: None)
+    assert stack.destroy_errors == []
+    stack.destroy_errors = [
+        command_error("error: the stack is currently locked", auto.errors.ConcurrentUpdateError)
+    ] * 9
+    with pytest.raises(tc.StepError, match="pulumi destroy"):
+        real_backend(stack).destroy(lambda line: None)
+
+
+def test_backend_remove_removes_the_test_stack() -> None:
+    stack = FakeStack()
+    real_backend(stack).remove()
+    assert stack.removed == [STACK]
+
+
+@pytest.mark.skipif(shutil.which("pulumi") is not None, reason="would create a real stack")
+def test_backend_without_the_cli_says_so_from_the_sdks_own_error() -> None:
+    backend = tc.AutomationBackend(ROOT, "dev")
+    with pytest.raises(tc.StepError, match=r"the Pulumi CLI is not installed: https://www\.pulumi\.com"):
+        backend.create(STACK, None)
+
+
+def test_module_runs_as_a_command_without_the_cli() -> None:
+    if shutil.which("pulumi") is not None:
+        pytest.skip("the CLI is installed here")
+    done = subprocess.run(
+        [str(ROOT / ".venv/bin/python"), "-m", "tools.test_cache", "dev"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "the Pulumi CLI is not installed: https://www.pulumi.com/docs/install/" in done.stderr
+    assert json.dumps(done.stdout) == '""'

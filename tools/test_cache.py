@@ -1,0 +1,775 @@
+"""`make test-cache ENV=<env>`: a throwaway copy of an environment's cache, checked, then removed.
+
+    python -m tools.test_cache <env> [--pull REPO:TAG] [--port N] [--keep-on-failure] ...
+
+With the Pulumi Automation API this creates a uniquely named stack
+(`test-<env>-<UTC yyyymmddHHMMSS>-<6 hex>`) of this project, copies the
+`msr-cache:*` and `docker:*` configuration of `stacks/Pulumi.<env>.yaml` into
+it, runs `pulumi up` with the real `__main__.py`, runs `tools.smoke.smoke_check`
+against the cache it deployed, and then always destroys the stack and removes
+it, also when `up` or the check fails or the run is interrupted.
+
+What the test stack does NOT take from the environment, so that it cannot touch
+the environment's own cache:
+  - `serviceName` is the test stack's name (the Swarm service, and the default
+    volume name `<serviceName>-data`);
+  - `nodeLabel` is a per-run label (`--label` to choose one): destroying the
+    test stack removes its label from the node, and removing the environment's
+    label would unschedule the environment's cache;
+  - `storage.volumeName` is dropped, so the volume is `<serviceName>-data`
+    (a shared named volume would be deleted by the test's destroy).
+The node (`cacheNode`) and port (`cachePort`, or `--port`) are the environment's:
+a test cache on the node and port where the environment's cache runs cannot
+publish that port.
+
+Secure (`secure:`) values are copied with `pulumi config cp`, which decrypts
+them with the environment stack's secrets provider and encrypts them with the
+test stack's; no value is ever printed.
+
+Exit codes: 0 up and smoke check passed and the stack is gone; 1 the test
+failed (the stack is gone, or kept with --keep-on-failure); 2 refused before
+anything was created; 3 clean-up failed (the commands to finish by hand are
+printed); 130 interrupted (and cleaned up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import enum
+import functools
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import yaml
+
+from tools.smoke import SmokeError, SmokeResult, smoke_check
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTALL_URL = "https://www.pulumi.com/docs/install/"
+PROG = "test-cache"
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_CLEANUP_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+# Namespaces copied from the environment's stack file (besides the project's own).
+COPIED_NAMESPACES = ("docker",)
+# Leaves that hold private keys: always set as secrets.
+SECRET_LEAVES = ("tls.caKeyPem", "tls.keyPem")
+
+_STACK_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_PLAIN_SEGMENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What `pulumi config set --path` turns into a bool or an int (strconv.Atoi; a
+# leading 0 keeps it a string), so a string leaf that looks like this would
+# change type on the way.
+_COERCED_RE = re.compile(r"^(?:true|false|[+-]?(?:0|[1-9][0-9]*))$")
+
+
+def say(message: str) -> None:
+    print(f"{PROG}: {message}", flush=True)
+
+
+def complain(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+class Refusal(Exception):
+    """A prerequisite is missing; nothing was created (exit 2)."""
+
+
+class ConfigError(Refusal):
+    """The environment's configuration cannot be copied faithfully."""
+
+
+class StepError(Exception):
+    """A Pulumi step failed; the message is one line, without any config value."""
+
+
+# ---------------------------------------------------------------------------
+# Pure parts: the stack name, the config to set, the smoke check's target
+# ---------------------------------------------------------------------------
+
+
+def unique_stack_name(env: str, now: dt.datetime | None = None, token: str | None = None) -> str:
+    """`test-<env>-<UTC yyyymmddHHMMSS>-<6 hex>`: a valid, unique Pulumi stack name.
+
+    The environment part is cut to 30 characters so that the name is also a
+    valid Swarm service name (at most 63), which the test stack uses.
+    """
+    now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    token = token or secrets.token_hex(3)
+    safe_env = re.sub(r"[^A-Za-z0-9_.-]", "-", env)[:30] or "env"
+    return f"test-{safe_env}-{now:%Y%m%d%H%M%S}-{token}"
+
+
+def default_label(stack: str) -> str:
+    """A node label of this run only, e.g. `msr-cache-test.1a2b3c`."""
+    return f"msr-cache-test.{stack.rsplit('-', 1)[-1].lower()}"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One `pulumi config set` on the test stack.
+
+    `value` None means: copy this key from the environment's stack with
+    `pulumi config cp` (its value is encrypted in the stack file).
+    """
+
+    key: str
+    value: str | None
+    secret: bool
+    path: bool
+
+    def __repr__(self) -> str:  # never show a value, not even in a test failure
+        shown = "<copied>" if self.value is None else "<value>"
+        return f"Setting({self.key!r}, {shown}, secret={self.secret}, path={self.path})"
+
+
+@dataclass(frozen=True)
+class ConfigPlan:
+    settings: tuple[Setting, ...]
+    notes: tuple[str, ...]
+    tls_mode: str
+    """The environment's tls.mode ("unknown" when it is encrypted)."""
+    ca_cert_pem: str | None
+    """caSigned: the CA certificate from the stack file, when it is there in plain text."""
+    secrets_provider: str | None
+    """The environment's `secretsprovider:`, given to the test stack too."""
+    environments: tuple[str, ...] = ()
+    """ESC environments the environment's stack imports."""
+
+    @property
+    def copied_keys(self) -> list[str]:
+        return [s.key for s in self.settings if s.value is None]
+
+
+def _is_secure(value: Any) -> bool:
+    return isinstance(value, Mapping) and list(value) == ["secure"]
+
+
+def _segment(name: Any, key: str) -> str:
+    if not isinstance(name, str):
+        raise ConfigError(f"{key}: has a non-string map key; copy this stack's config by hand")
+    if _PLAIN_SEGMENT_RE.match(name):
+        return f".{name}"
+    if any(c in name for c in '"=\\'):
+        raise ConfigError(f'{key}: the map key {name!r} cannot be written as a config path (", = or \\)')
+    return f'["{name}"]'
+
+
+def _scalar(value: Any, key: str, path: bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        if path and _COERCED_RE.match(value):
+            raise ConfigError(
+                f"{key}: is the string {value!r}, which `pulumi config set --path` would store as a "
+                "number or boolean; quote-proof values only, or set it on a test stack by hand"
+            )
+        return value
+    if not path and isinstance(value, float):
+        return repr(value)
+    raise ConfigError(
+        f"{key}: a {type(value).__name__} value cannot be copied with `pulumi config set --path` "
+        "unchanged; use a string, integer or boolean"
+    )
+
+
+def _leaves(key: str, value: Any, path: bool, in_list: bool, notes: list[str]) -> Iterator[Setting]:
+    """Settings that rebuild `value` under `key` (a full key, a path below it when `path`)."""
+    if _is_secure(value):
+        if in_list:
+            raise ConfigError(
+                f"{key}: an encrypted value inside a list cannot be copied item by item; "
+                "move it out of the list or copy the stack's config by hand"
+            )
+        yield Setting(key, None, True, path)
+    elif isinstance(value, Mapping):
+        if not value:
+            notes.append(f"{key}: empty map, not copied (the same as absent)")
+        for name, child in value.items():
+            yield from _leaves(key + _segment(name, key), child, True, in_list, notes)
+    elif isinstance(value, list):
+        if not value:
+            notes.append(f"{key}: empty list, not copied (the same as absent)")
+        for i, child in enumerate(value):
+            yield from _leaves(f"{key}[{i}]", child, True, True, notes)
+    elif value is None:
+        notes.append(f"{key}: has no value, not copied (the program's default applies)")
+    else:
+        secret = path and any(key.endswith(f":{leaf}") for leaf in SECRET_LEAVES)
+        if secret:
+            notes.append(
+                f"{key}: is in plain text in the stack file; set as a secret on the test stack "
+                f"(the environment's own run refuses it: use `pulumi config set --secret --path`)"
+            )
+        yield Setting(key, _scalar(value, key, path), secret, path)
+
+
+def plan_config(
+    stack_doc: Mapping[str, Any],
+    *,
+    env: str,
+    stack: str,
+    project: str = "msr-cache",
+    port: int | None = None,
+    label: str | None = None,
+) -> ConfigPlan:
+    """The settings that make `stack` a copy of stack file `stack_doc`, minus what would collide.
+
+    A pure function of the stack file's content: no CLI, no file access.
+    """
+    config = stack_doc.get("config") or {}
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"stacks/Pulumi.{env}.yaml: `config:` is not a map")
+    ns = f"{project}:"
+    label = label or default_label(stack)
+    notes: list[str] = []
+    settings: list[Setting] = []
+    ignored: list[str] = []
+
+    for raw_key, value in config.items():
+        full = str(raw_key) if ":" in str(raw_key) else ns + str(raw_key)
+        namespace = full.split(":", 1)[0]
+        if namespace != project and namespace not in COPIED_NAMESPACES:
+            ignored.append(full)
+            continue
+        if full == ns + "serviceName":
+            continue  # replaced below
+        if full == ns + "nodeLabel":
+            continue  # replaced below
+        if full == ns + "cachePort" and port is not None:
+            continue  # replaced below
+        if full == ns + "storage" and isinstance(value, Mapping) and "volumeName" in value:
+            value = {k: v for k, v in value.items() if k != "volumeName"}
+            notes.append(
+                f"{ns}storage.volumeName: not copied, the test volume is <serviceName>-data "
+                "(destroying the test stack deletes its volume)"
+            )
+        settings.extend(_leaves(full, value, False, False, notes))
+
+    settings.append(Setting(ns + "serviceName", stack, False, False))
+    settings.append(Setting(ns + "nodeLabel", label, False, False))
+    notes.append(f"{ns}serviceName: {stack} (never the environment's service)")
+    notes.append(
+        f"{ns}nodeLabel: {label} (a label of this run: destroying the test stack removes it from the node)"
+    )
+    if port is not None:
+        settings.append(Setting(ns + "cachePort", str(port), False, False))
+        notes.append(f"{ns}cachePort: {port} (--port)")
+    else:
+        node = config.get(ns + "cacheNode", config.get("cacheNode"))
+        env_port = config.get(ns + "cachePort", config.get("cachePort", 443))
+        node_text = node if isinstance(node, str) else "its cacheNode"
+        notes.append(
+            f"the test cache runs on {env}'s node ({node_text}) and port ({env_port}): if {env}'s cache "
+            "runs there on that port, the test cannot publish it; pass --port N"
+        )
+    if ignored:
+        notes.append(f"not copied (other namespaces): {', '.join(sorted(ignored))}")
+
+    tls = config.get(ns + "tls", config.get("tls"))
+    if _is_secure(tls):
+        tls_mode = "unknown"
+    elif isinstance(tls, Mapping):
+        mode = tls.get("mode", "selfSigned")
+        tls_mode = mode if isinstance(mode, str) else "unknown"
+    else:
+        tls_mode = "selfSigned"
+    ca_cert = tls.get("caCertPem") if isinstance(tls, Mapping) else None
+    ca_cert_pem = ca_cert if tls_mode == "caSigned" and isinstance(ca_cert, str) and ca_cert else None
+
+    provider = stack_doc.get("secretsprovider")
+    envs = stack_doc.get("environment")
+    environments: tuple[str, ...] = ()
+    if isinstance(envs, list) and all(isinstance(e, str) for e in envs):
+        environments = tuple(envs)
+    elif envs:
+        notes.append("`environment:` of the stack file is not a list of names; not copied")
+
+    return ConfigPlan(
+        settings=tuple(settings),
+        notes=tuple(notes),
+        tls_mode=tls_mode,
+        ca_cert_pem=ca_cert_pem,
+        secrets_provider=provider if isinstance(provider, str) else None,
+        environments=environments,
+    )
+
+
+@dataclass(frozen=True)
+class SmokeTarget:
+    address: tuple[str, int]
+    server_name: str
+    ca_pem: str | None
+    """PEM to write to a temporary CA file; None when `ca_file` is given."""
+    ca_file: Path | None
+    ca_source: str
+    expected_cert_pem: str
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def smoke_target(
+    outputs: Mapping[str, Any],
+    plan: ConfigPlan,
+    address: tuple[str, int] | None = None,
+    ca_file: Path | None = None,
+) -> SmokeTarget:
+    """Where and how to check the deployed cache, from the stack's outputs."""
+    url, cert = outputs.get("cacheUrl"), outputs.get("certificatePem")
+    if not isinstance(url, str) or not isinstance(cert, str):
+        raise StepError("the stack has no cacheUrl or certificatePem output; did `pulumi up` finish?")
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise StepError(f"the stack's cacheUrl {url!r} is not an https:// URL")
+    server_name = parts.hostname
+    target = address or (server_name, parts.port or 443)
+    if ca_file is not None:
+        return SmokeTarget(target, server_name, None, ca_file, f"--ca-file {ca_file}", cert)
+    if plan.tls_mode == "selfSigned":
+        return SmokeTarget(target, server_name, cert, None, "certificatePem (self-signed)", cert)
+    if plan.tls_mode == "caSigned" and plan.ca_cert_pem:
+        return SmokeTarget(target, server_name, plan.ca_cert_pem, None, "tls.caCertPem of the stack", cert)
+    return SmokeTarget(
+        target,
+        server_name,
+        cert,
+        None,
+        f"certificatePem (tls.mode {plan.tls_mode}: this verifies only a self-signed certificate; "
+        "pass --ca-file <its root CA> if the check fails with 'unable to get [local] issuer certificate')",
+        cert,
+    )
+
+
+def cli_error_line(text: str) -> str:
+    """The CLI's own `error:` line from a failed command's output, or its last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        m = re.search(r"\berror: (.+)", line)
+        if m:
+            return m.group(1)[:300]
+    return (lines[-1] if lines else "no output")[:300]
+
+
+# ---------------------------------------------------------------------------
+# The orchestration, with its collaborators injected
+# ---------------------------------------------------------------------------
+
+OnOutput = Callable[[str], None]
+
+
+class Backend(Protocol):
+    """What the test needs from Pulumi; `AutomationBackend` is the real one."""
+
+    def create(self, stack: str, secrets_provider: str | None) -> None: ...
+    def set_config(self, settings: Sequence[Setting], environments: Sequence[str] = ()) -> None: ...
+    def up(self, on_output: OnOutput) -> None: ...
+    def outputs(self) -> dict[str, Any]: ...
+    def destroy(self, on_output: OnOutput) -> None: ...
+    def remove(self) -> None: ...
+
+
+SmokeFn = Callable[..., SmokeResult]
+
+
+@dataclass
+class CacheTest:
+    env: str
+    stack: str
+    plan: ConfigPlan
+    root: Path = ROOT
+    pull: tuple[str, str] | None = None
+    address: tuple[str, int] | None = None
+    ca_file: Path | None = None
+    keep_on_failure: bool = False
+    timeout: float = 90
+
+
+class Outcome(enum.Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class Cleanup(enum.Enum):
+    NOTHING = "nothing to clean"
+    REMOVED = "removed"
+    KEPT = "kept"
+    FAILED = "failed"
+
+
+def _echo(line: str) -> None:
+    print(line, flush=True)
+
+
+def manual_commands(run: CacheTest, destroyed: bool) -> list[str]:
+    cmds = [] if destroyed else [f"pulumi destroy --stack {run.stack}"]
+    return [*cmds, f"pulumi stack rm {run.stack}"]
+
+
+def _print_manual(run: CacheTest, destroyed: bool) -> None:
+    complain(f"finish by hand, from {run.root}:")
+    for cmd in manual_commands(run, destroyed):
+        complain(f"  {cmd}")
+
+
+def _smoke(run: CacheTest, outputs: Mapping[str, Any], smoke: SmokeFn) -> SmokeResult:
+    target = smoke_target(outputs, run.plan, run.address, run.ca_file)
+    say(
+        f"smoke check: https://{target.server_name} at {target.address[0]}:{target.address[1]}, "
+        f"trusting {target.ca_source}" + (f", pulling {run.pull[0]}:{run.pull[1]}" if run.pull else "")
+    )
+    with tempfile.TemporaryDirectory(prefix="msrc-test-cache-") as tmp:
+        ca_path = target.ca_file
+        if ca_path is None:
+            ca_path = Path(tmp) / "ca.pem"
+            ca_path.write_text(target.ca_pem or "")
+        return smoke(
+            target.address,
+            target.server_name,
+            str(ca_path),
+            expected_cert_pem=target.expected_cert_pem,
+            pull=run.pull,
+            timeout=run.timeout,
+        )
+
+
+def run_test(run: CacheTest, backend: Backend, smoke: SmokeFn = smoke_check) -> int:
+    """Create, configure, up, smoke-check; then always destroy and remove. The exit code."""
+    for note in run.plan.notes:
+        say(f"note: {note}")
+    created = False
+    outcome = Outcome.FAILED
+    try:
+        try:
+            say(f"creating stack {run.stack} from stacks/Pulumi.{run.env}.yaml")
+            backend.create(run.stack, run.plan.secrets_provider)
+            created = True
+            keys = [s.key for s in run.plan.settings]
+            say(f"setting {len(keys)} config values: {', '.join(keys)}")
+            if run.plan.copied_keys:
+                say(f"copying encrypted values from stack {run.env}: {', '.join(run.plan.copied_keys)}")
+            backend.set_config(run.plan.settings, run.plan.environments)
+            say(f"pulumi up --stack {run.stack}")
+            backend.up(_echo)
+            outputs = backend.outputs()
+            say(
+                f"deployed {outputs.get('cacheUrl')} (service {outputs.get('serviceName')}, "
+                f"node {outputs.get('node')}, label {outputs.get('label')})"
+            )
+            result = _smoke(run, outputs, smoke)
+            pulled = f", pulled {result.pulled_digest}" if result.pulled_digest else ""
+            say(
+                f"PASSED: the cache answered over verified TLS in {result.seconds_to_serve}s with "
+                f"certificate {result.certificate_sha256[:16]}...{pulled}"
+            )
+            outcome = Outcome.PASSED
+        except KeyboardInterrupt:
+            outcome = Outcome.INTERRUPTED
+            complain("interrupted" + ("; cleaning up" if created else ""))
+            if not created:
+                complain(f"if stack {run.stack} was created nevertheless: pulumi stack rm {run.stack}")
+        except (StepError, SmokeError, OSError, ValueError) as exc:
+            complain(f"FAILED: {exc}")
+    finally:
+        cleanup = _clean_up(run, backend, created, outcome)
+    if cleanup is Cleanup.FAILED:
+        return EXIT_CLEANUP_FAILED
+    if outcome is Outcome.INTERRUPTED:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if outcome is Outcome.PASSED else EXIT_FAILED
+
+
+def _clean_up(run: CacheTest, backend: Backend, created: bool, outcome: Outcome) -> Cleanup:
+    if not created:
+        return Cleanup.NOTHING
+    if outcome is not Outcome.PASSED and run.keep_on_failure:
+        say(f"kept stack {run.stack} and its resources for debugging (--keep-on-failure); remove them with:")
+        for cmd in manual_commands(run, destroyed=False):
+            say(f"  {cmd}")
+        return Cleanup.KEPT
+    say(f"destroying stack {run.stack}")
+    try:
+        backend.destroy(_echo)
+    except (StepError, KeyboardInterrupt) as exc:
+        complain(f"clean-up FAILED: {exc or 'interrupted'}; stack {run.stack} and its resources remain")
+        _print_manual(run, destroyed=False)
+        return Cleanup.FAILED
+    try:
+        backend.remove()
+    except (StepError, KeyboardInterrupt) as exc:
+        complain(f"clean-up FAILED: {exc or 'interrupted'}; the resources are gone, the stack remains")
+        _print_manual(run, destroyed=True)
+        return Cleanup.FAILED
+    say(f"removed stack {run.stack}")
+    return Cleanup.REMOVED
+
+
+# ---------------------------------------------------------------------------
+# The real backend: a thin layer over pulumi.automation
+# ---------------------------------------------------------------------------
+
+
+class AutomationBackend:
+    """`pulumi.automation` on this project directory (its Pulumi.yaml, __main__.py and .venv)."""
+
+    def __init__(
+        self,
+        root: Path,
+        env: str,
+        auto: Any = None,
+        lock_retries: int = 6,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if auto is None:
+            from pulumi import automation as auto
+        self.auto = auto
+        self.root = root
+        self.env = env
+        self.stack: Any = None
+        self.lock_retries = lock_retries
+        self.sleep = sleep
+        self._outputs: dict[str, Any] | None = None
+        self._previous: str | None = None
+
+    def _step(self, what: str, fn: Callable[[], Any], hint: str = "") -> Any:
+        try:
+            return fn()
+        except self.auto.errors.CommandError as exc:
+            raise StepError(f"{what} failed: {cli_error_line(str(exc))}{hint}") from None
+        except FileNotFoundError:
+            raise StepError(f"the Pulumi CLI is not installed: {INSTALL_URL}") from None
+        except self.auto.errors.InvalidVersionError as exc:
+            raise StepError(f"{what}: {exc}") from None
+
+    def create(self, stack: str, secrets_provider: str | None) -> None:
+        auto = self.auto
+
+        def make() -> Any:
+            ws = auto.LocalWorkspace(work_dir=str(self.root), secrets_provider=secrets_provider)
+            try:
+                current = ws.stack()
+                self._previous = current.name if current else None
+            except auto.errors.CommandError:
+                self._previous = None
+            return auto.Stack.create(stack, ws)
+
+        self.stack = self._step(f"creating stack {stack}", make)
+
+    def set_config(self, settings: Sequence[Setting], environments: Sequence[str] = ()) -> None:
+        auto = self.auto
+        if environments:
+            self._step("adding the ESC environments", lambda: self.stack.add_environments(*environments))
+        for path in (False, True):
+            values = {
+                s.key: auto.ConfigValue(value=s.value, secret=s.secret)
+                for s in settings
+                if s.value is not None and s.path is path
+            }
+            if values:
+                what = "setting the config" + (" (paths)" if path else "")
+                self._step(what, functools.partial(self.stack.set_all_config, values, path=path))
+        ws = self.stack.workspace
+        for s in settings:
+            if s.value is None:
+                # `pulumi config cp` decrypts with the source stack's secrets provider and
+                # encrypts with the destination's; the Automation API has no wrapper for it.
+                args = ["config", "cp", "--stack", self.env, "--dest", self.stack.name]
+                args += ["--path", s.key] if s.path else [s.key]
+                self._step(
+                    f"copying encrypted {s.key} from stack {self.env}",
+                    functools.partial(ws.pulumi_command.run, args, ws.work_dir, dict(ws.env_vars)),
+                    f" (stack {self.env} must exist in this backend and its secrets must decrypt here, "
+                    "e.g. with PULUMI_CONFIG_PASSPHRASE)",
+                )
+
+    def up(self, on_output: OnOutput) -> None:
+        result = self._step(
+            "pulumi up",
+            # The same guardrails as make up (policy/, its venv built by make).
+            lambda: self.stack.up(
+                on_output=on_output,
+                on_error=_stderr,
+                show_secrets=False,
+                policy_packs=[str(self.root / "policy")],
+            ),
+            " (its output is above)",
+        )
+        self._outputs = {k: v.value for k, v in result.outputs.items()}
+
+    def outputs(self) -> dict[str, Any]:
+        if self._outputs is None:
+            found = self._step("reading the outputs", self.stack.outputs)
+            self._outputs = {k: v.value for k, v in found.items()}
+        return self._outputs
+
+    def destroy(self, on_output: OnOutput) -> None:
+        def destroy_waiting_for_the_lock() -> Any:
+            # After an interrupted `up` the CLI may hold the stack's lock a little longer.
+            for attempt in range(self.lock_retries + 1):
+                try:
+                    return self.stack.destroy(on_output=on_output, on_error=_stderr, show_secrets=False)
+                except self.auto.errors.ConcurrentUpdateError:
+                    if attempt == self.lock_retries:
+                        raise
+                    say("the stack is still locked by the interrupted update; retrying in 5s")
+                    self.sleep(5)
+            return None
+
+        self._step("pulumi destroy", destroy_waiting_for_the_lock, " (its output is above)")
+
+    def remove(self) -> None:
+        ws = self.stack.workspace
+        self._step(f"pulumi stack rm {self.stack.name}", lambda: ws.remove_stack(self.stack.name))
+        if self._previous and self._previous != self.stack.name:
+            with contextlib.suppress(self.auto.errors.CommandError):
+                ws.select_stack(self._previous)  # give the operator back the stack they had selected
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def project_info(root: Path) -> tuple[str, Path]:
+    """The project's name and its stack config directory, from Pulumi.yaml."""
+    doc = yaml.safe_load((root / "Pulumi.yaml").read_text(encoding="utf-8")) or {}
+    return str(doc.get("name", "msr-cache")), root / str(doc.get("stackConfigDir", "."))
+
+
+def existing_envs(stacks_dir: Path) -> list[str]:
+    names = (p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in stacks_dir.glob("Pulumi.*.yaml"))
+    return sorted(n for n in names if not n.startswith("test-"))
+
+
+def preflight(env: str, root: Path = ROOT, run: Callable[..., Any] | None = None) -> Path:
+    """Refuse, before anything is created, when the CLI, the stack file or a login is missing."""
+    run = run or subprocess.run
+    if shutil.which("pulumi") is None:
+        raise Refusal(f"the Pulumi CLI is not installed: {INSTALL_URL}; make test-cache needs it")
+    _, stacks_dir = project_info(root)
+    path = stacks_dir / f"Pulumi.{env}.yaml"
+    if not path.is_file():
+        rel = path.relative_to(root) if path.is_relative_to(root) else path
+        raise Refusal(f"no {rel}; the stacks are: {', '.join(existing_envs(stacks_dir)) or 'none'}")
+    try:
+        who = run(["pulumi", "whoami"], cwd=root, capture_output=True, text=True, timeout=120, check=False)
+        logged_in = who.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        logged_in = False
+    if not logged_in:
+        raise Refusal(
+            "the Pulumi CLI is not logged in to a backend (`pulumi whoami` failed): run `pulumi login`, "
+            "or `pulumi login --local` to keep state on this machine"
+        )
+    return path
+
+
+def _repo_tag(text: str) -> tuple[str, str]:
+    repo, sep, tag = text.rpartition(":")
+    if not sep or not repo or not tag or "/" in tag:
+        raise argparse.ArgumentTypeError(f"expected REPO:TAG, e.g. library/busybox:1.36, got {text!r}")
+    return repo, tag
+
+
+def _address(text: str) -> tuple[str, int]:
+    try:
+        return parse_host_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _label(text: str) -> str:
+    # The form components/settings.py requires of nodeLabel.
+    if not re.fullmatch(r"[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?", text):
+        raise argparse.ArgumentTypeError(f"expected a node label key like dtr.cache, got {text!r}")
+    return text
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return int(text)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m tools.test_cache",
+        description="Deploy a throwaway copy of an environment's cache, smoke-check it, destroy it.",
+    )
+    p.add_argument("env", help="the environment: stacks/Pulumi.<env>.yaml")
+    p.add_argument("--pull", type=_repo_tag, metavar="REPO:TAG", help="also pull this image through it")
+    p.add_argument("--port", type=_port, help="publish the test cache on this port instead of cachePort")
+    p.add_argument(
+        "--label", type=_label, help="node label key for the test cache (default: one of this run only)"
+    )
+    p.add_argument(
+        "--address", type=_address, metavar="HOST:PORT", help="connect here instead of cacheUrl's host:port"
+    )
+    p.add_argument("--ca-file", type=Path, help="PEM CA that verifies the cache (default: see README)")
+    p.add_argument("--timeout", type=float, default=90, help="seconds to wait for /v2/ (default 90)")
+    p.add_argument("--keep-on-failure", action="store_true", help="leave a failed test stack for debugging")
+    return p.parse_args(argv)
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    backend_factory: Callable[[Path, str], Backend] | None = None,
+    smoke: SmokeFn = smoke_check,
+) -> int:
+    args = parse_args(argv)
+    try:
+        path = preflight(args.env)
+        if args.ca_file is not None and not args.ca_file.is_file():
+            raise Refusal(f"--ca-file {args.ca_file}: no such file")
+        project, _ = project_info(ROOT)
+        stack = unique_stack_name(args.env)
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(doc, Mapping):
+            raise ConfigError(f"{path.name}: not a YAML map")
+        plan = plan_config(doc, env=args.env, stack=stack, project=project, port=args.port, label=args.label)
+    except Refusal as exc:
+        complain(str(exc))
+        return EXIT_REFUSED
+    except yaml.YAMLError as exc:
+        complain(f"stacks/Pulumi.{args.env}.yaml is not valid YAML: {str(exc).splitlines()[0]}")
+        return EXIT_REFUSED
+    backend = (backend_factory or AutomationBackend)(ROOT, args.env)
+    run = CacheTest(
+        env=args.env,
+        stack=stack,
+        plan=plan,
+        pull=args.pull,
+        address=args.address,
+        ca_file=args.ca_file,
+        keep_on_failure=args.keep_on_failure,
+        timeout=args.timeout,
+    )
+    return run_test(run, backend, smoke)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

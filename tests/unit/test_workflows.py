@@ -1,0 +1,81 @@
+"""The GitHub workflows: actionlint passes them and fails a broken one, and the
+preview covers every stack with the policy pack and the least permissions."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.program import ROOT
+
+ACTIONLINT = ROOT / ".venv/bin/actionlint"
+WORKFLOWS = ROOT / ".github/workflows"
+needs_actionlint = pytest.mark.skipif(not ACTIONLINT.exists(), reason="actionlint not in .venv (make venv)")
+
+
+def actionlint(*paths: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ACTIONLINT), "-shellcheck=", "-pyflakes=", *map(str, paths)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def load(name: str) -> dict[Any, Any]:
+    doc = yaml.safe_load((WORKFLOWS / name).read_text())
+    # YAML 1.1 reads the `on:` key as True.
+    return {("on" if k is True else k): v for k, v in doc.items()}
+
+
+@needs_actionlint
+def test_actionlint_passes_our_workflows() -> None:
+    result = actionlint(*sorted(WORKFLOWS.glob("*.yml")))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_actionlint
+def test_actionlint_fails_a_broken_workflow(tmp_path: Path) -> None:
+    broken = (WORKFLOWS / "preview.yml").read_text().replace("matrix.stack", "matrix.stak", 1)
+    (tmp_path / ".github/workflows").mkdir(parents=True)
+    path = tmp_path / ".github/workflows/preview.yml"
+    path.write_text(broken)
+    result = actionlint(path)
+    assert result.returncode != 0
+    assert "stak" in result.stdout
+
+
+def test_preview_runs_for_every_stack_with_the_policy_pack() -> None:
+    doc = load("preview.yml")
+    assert "pull_request" in doc["on"]
+    job = doc["jobs"]["preview"]
+    stacks = sorted(
+        p.name.split(".")[1] for p in (ROOT / "stacks").glob("Pulumi.*.yaml") if ".test-" not in p.name
+    )
+    assert sorted(job["strategy"]["matrix"]["stack"]) == stacks
+    (step,) = [s for s in job["steps"] if str(s.get("uses", "")).startswith("pulumi/actions@")]
+    assert step["with"]["command"] == "preview"
+    assert step["with"]["comment-on-pr"] is True
+    assert step["with"]["policyPacks"] == "policy"
+    assert step["with"]["stack-name"].endswith("/msr-cache/${{ matrix.stack }}")
+
+
+def test_workflows_ask_for_the_least_permissions() -> None:
+    assert load("preview.yml")["permissions"] == {"contents": "read"}
+    assert load("preview.yml")["jobs"]["preview"]["permissions"] == {
+        "contents": "read",
+        "pull-requests": "write",
+    }
+    assert load("test.yml")["permissions"] == {"contents": "read"}
+
+
+def test_the_test_workflow_runs_make_test() -> None:
+    steps = load("test.yml")["jobs"]
+    commands = [s.get("run", "") for job in steps.values() for s in job["steps"]]
+    assert any("make test" in c for c in commands)

@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: help venv lint unit e2e test up preview destroy rotate drift swarm-up swarm-down packages images rehearse rehearse-down test-cache
+.PHONY: help venv lint unit e2e test up preview destroy rotate drift swarm-up swarm-down packages images rehearse rehearse-down test-cache bench
 
 help:
 	@echo "make up STACK=<env>       pulumi up for stacks/Pulumi.<env>.yaml (checks prerequisites first)"
@@ -19,6 +19,8 @@ help:
 	@echo "make rehearse STACK=<env> apply a stack to a throwaway local swarm and pull through it"
 	@echo "                          (STACK_CONFIG=<file> instead of STACK, REPORT=<file>, KEEP=1)"
 	@echo "make rehearse-down        remove a rehearsal kept with KEEP=1"
+	@echo "make bench                pulls over a simulated WAN, deploy/rotation timings, program cost"
+	@echo "                          (BENCH_RUNS=3 BENCH_SIZE_MB=100 BENCH_RTT_MS=50 BENCH_MBIT=100 BENCH_JSON=<file>)"
 	@echo "make test-cache ENV=<env> deploy a throwaway copy of an env's cache, smoke-check it, destroy it"
 	@echo "                          (PULL=repo:tag, PORT=N, ADDRESS=host:port, CA_FILE=<pem>, KEEP=1)"
 
@@ -112,3 +114,17 @@ test-cache: $(STAMP) $(POLICY_STAMP)
 	@$(PY) -m tools.test_cache "$(ENV)" $(if $(PULL),--pull "$(PULL)") $(if $(PORT),--port "$(PORT)") \
 	   $(if $(ADDRESS),--address "$(ADDRESS)") $(if $(CA_FILE),--ca-file "$(CA_FILE)") \
 	   $(if $(TEST_CACHE_KEEP),--keep-on-failure)
+
+# The benchmark (README "Benchmark"): its plot needs matplotlib, kept out of make test.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): requirements-bench.txt $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	@touch $@
+
+bench: $(BENCH_STAMP)
+	@scripts/swarm.sh up; \
+	 eval "$$(scripts/swarm.sh env)"; \
+	 if [ -z "$${DOCKER_HOST:-}" ]; then \
+	   echo "bench: no Docker here: $$(cat build/swarm/unavailable 2>/dev/null)" >&2; exit 1; fi; \
+	 tests/images/build.sh && $(PY) -m bench; status=$$?; \
+	 scripts/swarm.sh down; exit $$status

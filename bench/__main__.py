@@ -1,0 +1,204 @@
+"""`make bench`: what the cache is for, measured on the local swarm.
+
+    python -m bench [--runs N] [--size-mb MB] [--rtt-ms MS] [--mbit MBIT] [--json FILE] [--plot FILE]
+
+Deploys a rehearsal of the dev stack with a simulated WAN (bench/wan.py)
+between the cache and the upstream MSR stand-in, then measures pulls (registry
+API with TLS verified, and `docker pull`) directly, over the WAN, and through
+the cache cold and warm; the WAN bytes of a cold pull; deploy time next to a
+bare `docker service create`; unavailability during a rotation and a restart;
+and the program's own evaluation cost. Prints a table (median of N runs, ratio
+to its floor) and writes JSON and a PNG plot of the pull times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    mem_kib = 0
+    with open("/proc/meminfo", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    return {
+        "cpus": os.cpu_count(),
+        "memGiB": round(mem_kib / 1024 / 1024),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, float | None, float | None, str]]:
+    """(measure, value, floor, unit) for the table; ratio = value / floor."""
+    out: list[tuple[str, float | None, float | None, str]] = []
+    pulls = results.get("pulls")
+    if pulls:
+        for kind, label in (("api", "API pull"), ("dockerPull", "docker pull")):
+            floor = pulls[kind]["direct"]
+            for key, name in (
+                ("direct", "direct from MSR (loopback, floor)"),
+                ("wan", "direct over the WAN (no cache)"),
+                ("cacheCold", "through the cache, cold"),
+                ("cacheWarm", "through the cache, warm"),
+            ):
+                out.append((f"{label}: {name}", pulls[kind][key], floor, "s"))
+        mib = pulls["imageMiB"] * 1024 * 1024
+        out.append(
+            ("WAN bytes MSR sent for one cold pull", pulls["coldPullUpstreamBytes"] / 1e6, mib / 1e6, "MB")
+        )
+    deploy = results.get("deploy")
+    if deploy:
+        out.append(
+            (
+                "deploy -> first verified TLS answer",
+                deploy["secondsToServe"],
+                deploy["bareServiceCreateSeconds"],
+                "s",
+            )
+        )
+        out.append(("bare docker service create (floor)", deploy["bareServiceCreateSeconds"], None, "s"))
+    unavailable = results.get("unavailability")
+    if unavailable:
+        out.append(("unavailable during a certificate rotation", unavailable["rotationSeconds"], None, "s"))
+        out.append(("unavailable after a task is killed", unavailable["restartOnFailureSeconds"], None, "s"))
+    cost = results.get("programCost")
+    if cost:
+        floor = cost["importFloorSeconds"]
+        out.append(("import pulumi + providers (floor)", floor, None, "s"))
+        for case in cost["cases"]:
+            out.append((f"program evaluation, {case['caches']} cache(s)", case["seconds"], floor, "s"))
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        f"| {'measure':<52} | {'median':>9} | {'floor':>9} | {'ratio':>6} |",
+        f"|{'-' * 54}|{'-' * 11}|{'-' * 11}|{'-' * 8}|",
+    ]
+    for name, value, floor, unit in rows(results):
+        v = f"{value:.2f} {unit}" if value is not None else "-"
+        f = f"{floor:.2f} {unit}" if floor is not None else ""
+        r = f"{value / floor:.2f}" if value is not None and floor else ""
+        lines.append(f"| {name:<52} | {v:>9} | {f:>9} | {r:>6} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pulls = results["pulls"]
+    keys = ["direct", "wan", "cacheCold", "cacheWarm"]
+    labels = ["direct (loopback)", "over the WAN", "cache, cold", "cache, warm"]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.38
+    xs = range(len(keys))
+    for offset, (kind, name) in zip(
+        (-width / 2, width / 2), (("api", "registry API"), ("dockerPull", "docker pull")), strict=True
+    ):
+        values = [pulls[kind][k] for k in keys]
+        bars = ax.bar([x + offset for x in xs], values, width, label=name)
+        ax.bar_label(bars, fmt="%.1f s", fontsize=8)
+    p = results["params"]
+    ax.set_xticks(list(xs), labels)
+    ax.set_ylabel("seconds (median)")
+    ax.set_title(
+        f"Pull of a {p['sizeMiB']} MiB incompressible image; WAN {p['rttMs']:g} ms RTT, {p['mbit']:g} Mbit/s"
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "3")))
+    parser.add_argument("--size-mb", type=int, default=int(os.environ.get("BENCH_SIZE_MB", "100")))
+    parser.add_argument("--rtt-ms", type=float, default=float(os.environ.get("BENCH_RTT_MS", "50")))
+    parser.add_argument("--mbit", type=float, default=float(os.environ.get("BENCH_MBIT", "100")))
+    parser.add_argument(
+        "--json", default=os.environ.get("BENCH_JSON") or str(ROOT / "build/bench/bench.json")
+    )
+    parser.add_argument("--plot", default=None, help="PNG of the pull times (default: next to the JSON)")
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=["pulls", "deploy", "unavailability", "program"]
+    )
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.size_mb < 1 or args.mbit <= 0 or args.rtt_ms < 0:
+        parser.error("runs and size must be >= 1, mbit > 0, rtt >= 0")
+
+    import docker
+
+    from bench.measure import Bench, Params
+
+    if not os.environ.get("DOCKER_HOST"):
+        say("bench: DOCKER_HOST is not set; run it through `make bench`, which starts the swarm")
+        return 2
+    json_path = Path(args.json)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    png_path = Path(args.plot) if args.plot else json_path.with_suffix(".png")
+    params = Params(runs=args.runs, size_mb=args.size_mb, rtt_ms=args.rtt_ms, mbit=args.mbit)
+    results: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "params": {
+            "runs": params.runs,
+            "sizeMiB": params.size_mb,
+            "rttMs": params.rtt_ms,
+            "mbit": params.mbit,
+        },
+    }
+    wan = f"WAN {params.rtt_ms:g} ms / {params.mbit:g} Mbit/s"
+    say(f"bench: {params.runs} run(s), {params.size_mb} MiB image, {wan}")
+    bench = Bench(docker.from_env(), params, ROOT / "build/bench", log=say)
+    try:
+        say("bench: deploying the dev stack's rehearsal")
+        bench.deploy()
+        if "deploy" not in args.skip:
+            say("bench: deploy time")
+            bench.measure_deploy()
+        if "pulls" not in args.skip:
+            say("bench: pulls")
+            bench.measure_pulls()
+        if "unavailability" not in args.skip:
+            say("bench: unavailability")
+            bench.measure_unavailability()
+    finally:
+        bench.close()
+    results.update(bench.results)
+    if "program" not in args.skip:
+        from bench.program_cost import measure
+
+        say("bench: program evaluation cost")
+        results["programCost"] = measure(runs=params.runs)
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    say("")
+    say(table(results))
+    say("")
+    say(f"bench: JSON written to {json_path}")
+    if "pulls" in results:
+        plot(results, png_path)
+        say(f"bench: plot written to {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

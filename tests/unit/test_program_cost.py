@@ -1,0 +1,76 @@
+"""bench.program_cost: the N-cache program registers N times what __main__.py does, and
+measure() reports JSON-able figures with the ratios computed from them."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from bench import program_cost
+from tests.support import program
+
+
+def _types(mocks: program.RecordingMocks) -> Counter[str]:
+    return Counter(r.typ for r in mocks.resources)
+
+
+def test_n_caches_register_n_times_what_main_registers() -> None:
+    main = program_cost.run_main()
+    # FastMocks only answer keys differently: the same registrations as RecordingMocks.
+    plain = program.run_program({"tls": {"keyAlgorithm": "ECDSA"}})
+    assert _types(main) == _types(plain.mocks)
+    per_cache = len(main.resources)
+    assert per_cache == 13
+    for n in (1, 3):
+        mocks = program_cost.run_caches(n)
+        assert len(mocks.resources) == n * per_cache
+        assert _types(mocks) == Counter({t: c * n for t, c in _types(main).items()})
+        assert len({r.name for r in mocks.resources}) == n * per_cache
+
+
+def test_caches_are_distinct() -> None:
+    mocks = program_cost.run_caches(3)
+    services = [r.plain for r in mocks.resources if r.typ == "docker:index/service:Service"]
+    assert sorted(s["name"] for s in services) == ["msr-cache-0", "msr-cache-1", "msr-cache-2"]
+    ports = sorted(s["endpointSpec"]["ports"][0]["publishedPort"] for s in services)
+    assert ports == [5000, 5001, 5002]
+    certs = [r.plain for r in mocks.resources if r.typ == "tls:index/selfSignedCert:SelfSignedCert"]
+    assert sorted(c["dnsNames"][0] for c in certs) == [f"cache{i}.example.com" for i in range(3)]
+
+
+def test_fast_mocks_answer_every_key_with_one_ecdsa_key() -> None:
+    mocks = program_cost.run_caches(2)
+    keys = [r for r in mocks.resources if r.typ == program_cost.PRIVATE_KEY]
+    assert [k.plain["algorithm"] for k in keys] == ["RSA", "RSA"]  # the default settings ask for RSA
+    pems = {program.unwrap(k.state["privateKeyPem"]) for k in keys}
+    assert len(pems) == 1 and "BEGIN PRIVATE KEY" in pems.pop()
+    assert all(program.is_secret_wrapper(k.state["privateKeyPem"]) for k in keys)
+
+
+def test_measure_in_fresh_interpreters() -> None:
+    results = program_cost.measure(ns=(1, 3), runs=1)
+    assert json.loads(json.dumps(results)) == results
+    floor = results["importFloorSeconds"]
+    assert floor > 0 and results["importFloorRunsSeconds"] == [floor]
+    cases = {c["caches"]: c for c in results["cases"]}
+    assert sorted(cases) == [1, 3]
+    assert (cases[1]["resources"], cases[3]["resources"]) == (13, 39)
+    assert (cases[1]["customResources"], cases[3]["customResources"]) == (8, 24)
+    main = results["mainProgram"]
+    assert (main["caches"], main["resources"], main["customResources"]) == (1, 13, 8)
+    for case in [*results["cases"], main]:
+        assert case["ratioToImport"] == pytest.approx(case["seconds"] / floor, abs=1e-3)
+        assert case["runsSeconds"] == [case["seconds"]]
+        assert case["importSeconds"] + case["evaluationSeconds"] == pytest.approx(case["seconds"], abs=1e-3)
+        assert case["evaluationSeconds"] > 0
+    table = program_cost.table(results)
+    assert "__main__.py (1 cache)" in table and "3 MsrCache(s)" in table
+
+
+def test_measure_refuses_nonsense() -> None:
+    with pytest.raises(ValueError):
+        program_cost.measure(ns=(0,), runs=1)
+    with pytest.raises(ValueError):
+        program_cost.measure(ns=(1,), runs=0)

@@ -82,7 +82,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, float | None, float | None,
         out.append(("import pulumi + providers (floor)", floor, None, "s"))
         out.append(("program run, __main__.py (1 cache)", cost["mainProgram"]["seconds"], floor, "s"))
         for case in cost["cases"]:
-            out.append((f"program run, {case['caches']} cache(s) in one program", case["seconds"], floor, "s"))
+            name = f"program run, {case['caches']} cache(s) in one program"
+            out.append((name, case["seconds"], floor, "s"))
     return out
 
 

@@ -54,11 +54,14 @@ images:
 
 # End-to-end tests need the swarm and the test images; the swarm is stopped
 # again even when they fail. Without Docker the tests skip and say why.
+# No hypothesis there: its plugin imports hypothesis at the very end, and that
+# compile has failed once with CPython 3.11's spurious "AST constructor recursion
+# depth mismatch" (cpython#106905) after the threaded fault tests.
 e2e: $(STAMP)
 	@scripts/swarm.sh up; \
 	 eval "$$(scripts/swarm.sh env)"; \
 	 if [ -n "$${DOCKER_HOST:-}" ]; then tests/images/build.sh || { scripts/swarm.sh down; exit 1; }; fi; \
-	 $(PY) -m pytest tests/e2e -q; status=$$?; \
+	 $(PY) -m pytest tests/e2e -q -p no:hypothesispytest; status=$$?; \
 	 scripts/swarm.sh down; \
 	 exit $$status
 

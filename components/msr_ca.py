@@ -73,6 +73,8 @@ def resolve_msr_ca(settings: Settings, fetch: Callable[[str, int], str] = fetch_
     except FetchError as exc:
         problem = Problem(
             "fetchMsrCa",
-            f"is true, but {exc}; expected MSR to serve its CA there, or set msrCaCert instead",
+            settings.redact(
+                f"is true, but {exc}; expected MSR to serve its CA there, or set msrCaCert instead"
+            ),
         )
         raise pulumi.RunError(str(SettingsError([problem]))) from None

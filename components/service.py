@@ -69,11 +69,14 @@ class CacheService(pulumi.ComponentResource):
         mounts: list[docker.ServiceTaskSpecContainerSpecMountArgs] = []
         self.volume_name = pulumi.Output.from_input(None)
         if args.storage.mode == "volume":
+            # Driver options can carry credentials (a CIFS password in `o`): kept
+            # secret in the state whether or not the operator stored them as one.
+            driver_opts = pulumi.Output.secret(args.storage.driver_opts) if args.storage.driver_opts else None
             volume = docker.Volume(
                 f"{name}-data",
                 name=args.volume_name,
                 driver=args.storage.driver,
-                driver_opts=args.storage.driver_opts or None,
+                driver_opts=driver_opts,
                 labels=[docker.VolumeLabelArgs(label=k, value=v) for k, v in sorted(args.labels.items())],
                 # Keep cached layers when only labels or options change; losing
                 # them costs a full re-fetch over the WAN.
@@ -90,7 +93,7 @@ class CacheService(pulumi.ComponentResource):
                     # cache node when that is another node.
                     volume_options=docker.ServiceTaskSpecContainerSpecMountVolumeOptionsArgs(
                         driver_name=args.storage.driver,
-                        driver_options=args.storage.driver_opts or None,
+                        driver_options=driver_opts,
                     ),
                 )
             )

@@ -17,7 +17,7 @@ import datetime as dt
 import difflib
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,6 +29,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -216,6 +217,17 @@ class Settings(_Model):
     service_name: ServiceName
     tls: TlsSettings = TlsSettings()
     storage: StorageSettings = StorageSettings()
+    # The keys the operator stored as Pulumi secrets: errors raised later (the
+    # MSR CA fetch) must not quote their values either.
+    _secret_keys: frozenset[str] = PrivateAttr(default=frozenset())
+
+    def redact(self, message: str) -> str:
+        """`message` with the values of secret keys blanked out."""
+        raw = {"msrHost": self.msr_host, "cacheHost": self.cache_host, "cacheNode": self.cache_node}
+        for key, value in raw.items():
+            if key in self._secret_keys and len(value) >= 4:
+                message = message.replace(value, "[secret]")
+        return message
 
     @property
     def upstream_url(self) -> str:
@@ -281,7 +293,12 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{NAMESPACE}:{self.key}: {self.message}"
+        # A key comes from the operator (an unknown field's name): one line per problem.
+        return f"{NAMESPACE}:{_printable(self.key)}: {self.message}"
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
 
 
 class SettingsError(Exception):
@@ -345,7 +362,7 @@ def parse_settings(
     try:
         settings = Settings.model_validate(values, context={"now": now})
     except ValidationError as exc:
-        problems.extend(_from_pydantic(exc, values))
+        problems.extend(_from_pydantic(exc, values, secret_keys))
     # Cross-field checks run on whatever parts are valid, so one run lists
     # every problem, not only the field errors.
     problems.extend(_cross_checks(_valid_parts(values, settings, now), now))
@@ -361,12 +378,41 @@ def parse_settings(
                     )
                 )
     if problems:
-        raise SettingsError(problems)
+        raise SettingsError(_redacted(problems, raw, secret_keys))
     assert settings is not None
+    settings._secret_keys = secret_keys
     return settings
 
 
-def _from_pydantic(exc: ValidationError, values: Mapping[str, Any]) -> list[Problem]:
+def _secret_texts(value: Any) -> Iterator[str]:
+    if isinstance(value, Mapping):
+        for v in value.values():
+            yield from _secret_texts(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _secret_texts(v)
+    elif value is not None and not isinstance(value, bool):
+        yield str(value)
+
+
+def _redacted(problems: list[Problem], raw: Mapping[str, Any], secret_keys: frozenset[str]) -> list[Problem]:
+    """Problems with every value stored as a secret blanked out, wherever a
+    message came to quote it (a cross-check naming cacheHost, say)."""
+    texts = sorted(
+        {t for key in secret_keys for t in _secret_texts(raw.get(key)) if len(t) >= 4}, key=len, reverse=True
+    )
+    out = []
+    for problem in problems:
+        message = problem.message
+        for text in texts:
+            message = message.replace(text, "[secret]")
+        out.append(Problem(problem.key, message))
+    return out
+
+
+def _from_pydantic(
+    exc: ValidationError, values: Mapping[str, Any], secret_keys: frozenset[str]
+) -> list[Problem]:
     problems = []
     for err in exc.errors(include_url=False, include_input=False):
         key = ".".join(str(part) for part in err["loc"])
@@ -375,7 +421,7 @@ def _from_pydantic(exc: ValidationError, values: Mapping[str, Any]) -> list[Prob
         if err["type"] == "missing":
             message = "is required"
         elif err["type"] == "extra_forbidden":
-            message, form = "is not a known field", _FORMS.get(key.rsplit(".", 1)[0])
+            message, form = "is not a known field", _FORMS.get(str(err["loc"][0]))
         elif err["type"] == "value_error":
             # Our validators say "expected <form>" or describe the fault themselves.
             text = str(err["msg"]).removeprefix("Value error, ")
@@ -387,11 +433,19 @@ def _from_pydantic(exc: ValidationError, values: Mapping[str, Any]) -> list[Prob
             message, form = "is not valid", form or str(err["msg"])
         if form:
             message += f"; expected {form}"
-        shown = _lookup(values, key) if key in _ECHO_SAFE else None
+        shown = _lookup(values, key) if key in _ECHO_SAFE and key.split(".")[0] not in secret_keys else None
         if shown is not None:
-            message += f" (got {str(shown)[:80]!r})"
+            message += f" ({_echo(str(shown))})"
         problems.append(Problem(key, message))
     return problems
+
+
+def _echo(text: str) -> str:
+    """What an error may show of a value: never PEM text (a key pasted into the
+    wrong setting), at most 80 characters of anything else."""
+    if "-----" in text or "PRIVATE KEY" in text.upper():
+        return "got PEM text, not shown"
+    return f"got {text[:80]!r}"
 
 
 def _lookup(values: Mapping[str, Any], dotted: str) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import pickle
 import runpy
 import string
 from dataclasses import dataclass, field
@@ -301,6 +302,10 @@ def run_program(
 
     real_export = pulumi.export
     pulumi.export = record_export
+    # pulumi.dynamic.serialize_provider wraps two pickle methods per dynamic
+    # resource and never unwraps them (pulumi 3.272): without this, hundreds of
+    # runs in one process nest them into a RecursionError.
+    pickler = {n: getattr(pickle._Pickler, n) for n in ("_batch_setitems", "save_dict")}
     try:
 
         @pulumi.runtime.test
@@ -311,6 +316,8 @@ def run_program(
         body()
     finally:
         pulumi.export = real_export
+        for attr, method in pickler.items():
+            setattr(pickle._Pickler, attr, method)
     for name, out in outputs.items():
         run.exports[name] = _sync_await(out.future())
         if _sync_await(out.is_secret()):

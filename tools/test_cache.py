@@ -3,7 +3,7 @@
     python -m tools.test_cache <env> [--pull REPO:TAG] [--port N] [--keep-on-failure] ...
 
 With the Pulumi Automation API this creates a uniquely named stack
-(`test-<env>-<UTC yyyymmddHHMMSS>-<6 hex>`) of this project, copies the
+(`test-<env>-<UTC yyyymmddHHMMSS>-<8 hex>`) of this project, copies the
 `msr-cache:*` and `docker:*` configuration of `stacks/Pulumi.<env>.yaml` into
 it, runs `pulumi up` with the real `__main__.py`, runs `tools.smoke.smoke_check`
 against the cache it deployed, and then always destroys the stack and removes
@@ -101,19 +101,19 @@ class StepError(Exception):
 
 
 def unique_stack_name(env: str, now: dt.datetime | None = None, token: str | None = None) -> str:
-    """`test-<env>-<UTC yyyymmddHHMMSS>-<6 hex>`: a valid, unique Pulumi stack name.
+    """`test-<env>-<UTC yyyymmddHHMMSS>-<8 hex>`: a valid, unique Pulumi stack name.
 
     The environment part is cut to 30 characters so that the name is also a
     valid Swarm service name (at most 63), which the test stack uses.
     """
     now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    token = token or secrets.token_hex(3)
+    token = token or secrets.token_hex(4)
     safe_env = re.sub(r"[^A-Za-z0-9_.-]", "-", env)[:30] or "env"
     return f"test-{safe_env}-{now:%Y%m%d%H%M%S}-{token}"
 
 
 def default_label(stack: str) -> str:
-    """A node label of this run only, e.g. `msr-cache-test.1a2b3c`."""
+    """A node label of this run only, e.g. `msr-cache-test.1a2b3c4d`."""
     return f"msr-cache-test.{stack.rsplit('-', 1)[-1].lower()}"
 
 

@@ -53,16 +53,17 @@ def test_stack_name_has_the_env_the_utc_time_and_a_token() -> None:
 
 
 def test_stack_names_are_valid_unique_and_usable_as_service_names() -> None:
+    # 200 names in the same second: 32 random bits make a collision a 1-in-200,000 event.
     names = {tc.unique_stack_name("staging") for _ in range(200)}
     assert len(names) == 200
     for name in names:
-        assert re.fullmatch(r"test-staging-\d{14}-[0-9a-f]{6}", name)
+        assert re.fullmatch(r"test-staging-\d{14}-[0-9a-f]{8}", name)
         assert re.fullmatch(r"[A-Za-z0-9_.-]+", name)  # Pulumi stack name characters
         assert _SERVICE_RE.match(name)
 
 
 def test_stack_name_of_an_odd_or_long_env_stays_valid() -> None:
-    name = tc.unique_stack_name("eu west/" + "x" * 80, now=NOW, token="ffffff")
+    name = tc.unique_stack_name("eu west/" + "x" * 80, now=NOW, token="ffffffff")
     assert re.fullmatch(r"[A-Za-z0-9_.-]+", name) and "eu-west-" in name
     assert len(name) <= 63 and _SERVICE_RE.match(name)
 
@@ -688,7 +689,7 @@ def test_main_runs_the_test_on_a_new_stack(monkeypatch: pytest.MonkeyPatch) -> N
     (backend,) = backends
     assert backend.calls == ALL_STEPS
     service = next(s.value for s in backend.settings if s.key == "msr-cache:serviceName")
-    assert service and re.fullmatch(r"test-dev-\d{14}-[0-9a-f]{6}", service)
+    assert service and re.fullmatch(r"test-dev-\d{14}-[0-9a-f]{8}", service)
     assert smoke.calls[0]["address"] == ("127.0.0.1", 6443) and smoke.calls[0]["pull"] == (
         "library/busybox",
         "1.36",

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from cryptography import x509
 from google.protobuf.json_format import MessageToDict
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.sync_await import _sync_await
 
+from tests.rehearsal.resources import HANDLERS, Context
 from tests.support import pki
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,6 +79,18 @@ class Registered:
         return unwrap(self.inputs)
 
 
+# Certificates and requests come from the rehearsal's tls handlers, which never touch Docker.
+_CERT_HANDLERS = {
+    typ: HANDLERS[typ]
+    for typ in (
+        "tls:index/selfSignedCert:SelfSignedCert",
+        "tls:index/certRequest:CertRequest",
+        "tls:index/locallySignedCert:LocallySignedCert",
+    )
+}
+_NO_DOCKER = Context(client=None, log=lambda _m: None)
+
+
 def _suffix(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:7]
 
@@ -111,28 +123,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 assert plain.get("ecdsaCurve") == "P256", "ECDSA key without P256"
                 key = pki.ec_key()
             state["privateKeyPem"] = secret(pki.key_pem(key))
-        elif typ == "tls:index/selfSignedCert:SelfSignedCert":
-            key = pki.load_key(plain["privateKeyPem"])
-            cert = pki.sign_leaf(
-                key.public_key(), None, key, plain["subject"]["commonName"],
-                plain.get("dnsNames", []), plain.get("ipAddresses", []),
-                hours=int(plain["validityPeriodHours"]),
-            )  # fmt: skip
-            state["certPem"] = pki.cert_pem(cert)
-        elif typ == "tls:index/certRequest:CertRequest":
-            state["certRequestPem"] = json.dumps(
-                {k: plain.get(k) for k in ("privateKeyPem", "dnsNames", "ipAddresses", "subject")}
-            )
-        elif typ == "tls:index/locallySignedCert:LocallySignedCert":
-            req = json.loads(plain["certRequestPem"])
-            ca_cert = x509.load_pem_x509_certificate(plain["caCertPem"].encode())
-            ca = pki.Issued(ca_cert, pki.load_key(plain["caPrivateKeyPem"]))
-            cert = pki.sign_leaf(
-                pki.load_key(req["privateKeyPem"]).public_key(), ca, ca.key,
-                req["subject"]["commonName"], req.get("dnsNames") or [],
-                req.get("ipAddresses") or [], hours=int(plain["validityPeriodHours"]),
-            )  # fmt: skip
-            state["certPem"] = pki.cert_pem(cert)
+        elif typ in _CERT_HANDLERS:
+            # Certificates and requests as the rehearsal makes them: real PEMs from
+            # every tls input (one implementation for both; only keys are cached here).
+            state.update(_CERT_HANDLERS[typ].create(_NO_DOCKER, args.name, plain).outputs)
         elif typ == "random:index/randomPassword:RandomPassword":
             alphabet = string.ascii_letters + string.digits
             digest = hashlib.sha256(args.name.encode()).digest() * 4

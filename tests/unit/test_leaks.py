@@ -36,7 +36,6 @@ pytest_plugins = ["pytester"]
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "tls:index/privateKey:PrivateKey"
 PASSWORD = "random:index/randomPassword:RandomPassword"
-CSR = "tls:index/certRequest:CertRequest"
 
 CA = pki.make_ca("Leak Test CA")
 INTER = pki.make_ca("Leak Test Intermediate", issuer=pki.make_ca("Leak Test Root"))
@@ -176,18 +175,10 @@ def test_the_run_has_the_secrets_it_is_checked_for(ran: Ran) -> None:
     assert all(len(s) >= leakscan.MIN_LENGTH for s in ran.secrets.values())
 
 
-def _program_inputs(run: Run, res: Any) -> dict[str, Any]:
-    """`res`'s inputs, less the mocks' stand-in CSR: RecordingMocks answer a CertRequest with
-    JSON that holds the private key (to sign with it later); pulumi-tls answers a PEM CSR,
-    which holds none. The program only passes it on to the LocallySignedCert."""
-    stand_ins = {r.state["certRequestPem"] for r in run.of_type(CSR)}
-    return {k: v for k, v in res.inputs.items() if not (k == "certRequestPem" and v in stand_ins)}
-
-
 def test_no_plain_resource_input_holds_a_private_key_or_secret(ran: Ran) -> None:
     leaks = []
     for res in ran.run.resources:
-        for i, text in enumerate(plain_strings(_program_inputs(ran.run, res))):
+        for i, text in enumerate(plain_strings(res.inputs)):
             leaks += _leaks(f"{res.typ} {res.name}, plain input string #{i}", text, ran.secrets)
     assert leaks == []
 

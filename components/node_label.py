@@ -3,10 +3,13 @@
 `NodeLabelProvider` is a Python dynamic provider on the `docker` SDK: create
 adds `<label>=<value>` to the node, delete removes it, read reports the label
 as it really is so `pulumi refresh` sees a label removed by hand, and update
-puts it back. Pulumi serializes the provider into the state and runs it in a
-separate process, so it is self-contained: it imports `docker` inside its
-methods and keeps its helpers as static methods (nothing from this project is
-imported when it runs).
+puts it back. Create, update and diff refuse a node that is drained, paused or
+not ready, naming the node and the fix: Swarm would start no cache task there,
+and `pulumi up` would otherwise end in a bare converge timeout of the service.
+Pulumi serializes the provider into the state and runs it in a separate
+process, so it is self-contained: it imports `docker` inside its methods and
+keeps its helpers as static methods (nothing from this project is imported
+when it runs).
 """
 
 from __future__ import annotations
@@ -93,6 +96,42 @@ class NodeLabelProvider(dyn.ResourceProvider):
         return found
 
     @staticmethod
+    def unusable_reason(node: str, found: Any) -> str | None:
+        """Why Swarm would start no task on this node, with the fix; None if it would."""
+        hostname = found.attrs["Description"]["Hostname"]
+        name = repr(node) if hostname == node else f"{node!r} (hostname {hostname!r})"
+        status = found.attrs.get("Status") or {}
+        state = status.get("State") or "unknown"
+        availability = (found.attrs.get("Spec") or {}).get("Availability") or "active"
+        # A node that is not ready is reported first: making it active would not help.
+        if state != "ready":
+            message = status.get("Message")
+            detail = f"state: {state}, message: {message}" if message else f"state: {state}"
+            adjective = state if state in ("down", "disconnected") else "not ready"
+            return (
+                f"Swarm node {name} is {adjective} ({detail}): its engine does not answer the "
+                "manager; bring it back or set msr-cache:cacheNode to another node (docker node ls)"
+            )
+        if availability != "active":
+            adjective = {"drain": "drained", "pause": "paused"}.get(availability, "not active")
+            activate = f"docker node update --availability active {node}"
+            return (
+                f"Swarm node {name} is {adjective} (availability: {availability}): Swarm starts no "
+                f"task there, so the cache could not run; make it active ({activate}) or set "
+                "msr-cache:cacheNode to another node"
+            )
+        return None
+
+    @staticmethod
+    def require_usable(client: Any, node: str) -> Any:
+        """The node, if Swarm would run the cache there; otherwise a clear error."""
+        found = NodeLabelProvider.require_node(client, node)
+        reason = NodeLabelProvider.unusable_reason(node, found)
+        if reason is not None:
+            raise Exception(reason)
+        return found
+
+    @staticmethod
     def set_label(client: Any, node: str, label: str, value: str | None) -> Any:
         """Set (value) or remove (None) the label; returns the node after the update."""
         import docker.errors
@@ -143,6 +182,7 @@ class NodeLabelProvider(dyn.ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> dyn.CreateResult:
         client = self.client(props)
+        self.require_usable(client, props["node"])
         found = self.set_label(client, props["node"], props["label"], props["value"])
         return dyn.CreateResult(f"{found.id}/{props['label']}", self.state(props, found))
 
@@ -159,10 +199,18 @@ class NodeLabelProvider(dyn.ResourceProvider):
         # (socket, bundle, ssh) is not part of what the resource is.
         replaces = [key for key in ("node", "label") if olds.get(key) != news.get(key)]
         changes = bool(replaces) or olds.get("value") != news.get("value")
+        # Diff runs on every preview and up, so a drained or lost cache node is
+        # reported before anything changes (a node still unknown in a preview is
+        # checked at create). Only the new node is checked: moving the cache off
+        # a drained node must not be blocked by that node.
+        node = news.get("node")
+        if isinstance(node, str) and node and node != pulumi.runtime.rpc.UNKNOWN:
+            self.require_usable(self.client(news), node)
         return dyn.DiffResult(changes=changes, replaces=replaces, delete_before_replace=bool(replaces))
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
         client = self.client(news)
+        self.require_usable(client, news["node"])
         found = self.set_label(client, news["node"], news["label"], news["value"])
         return dyn.UpdateResult(self.state(news, found))
 

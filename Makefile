@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: help venv lint unit e2e test up preview destroy rotate drift swarm-up swarm-down packages images rehearse rehearse-down test-cache bench
+.PHONY: help venv lint unit e2e test up preview destroy rotate drift swarm-up swarm-down swarm-status packages images rehearse rehearse-down test-cache bench
 
 help:
 	@echo "make up STACK=<env>       pulumi up for stacks/Pulumi.<env>.yaml (checks prerequisites first)"
@@ -15,7 +15,9 @@ help:
 	@echo "make destroy STACK=<env>  pulumi destroy for that stack"
 	@echo "make rotate STACK=<env>   replace the cache's key and certificate now (pulumi up --replace)"
 	@echo "make drift STACK=<env>    fail if the swarm drifted from the state (pulumi refresh --preview-only)"
-	@echo "make test                 lint, unit tests, and end-to-end tests on a local Docker Swarm"
+	@echo "make test                 lint, unit tests, and end-to-end tests on a local multi-node Docker Swarm"
+	@echo "make swarm-up             start the local swarm (NODES=3) and leave it up for faster re-runs"
+	@echo "make swarm-down           remove the local swarm: daemons, namespaces, bridge, rule, data"
 	@echo "make rehearse STACK=<env> apply a stack to a throwaway local swarm and pull through it"
 	@echo "                          (STACK_CONFIG=<file> instead of STACK, REPORT=<file>, KEEP=1)"
 	@echo "make rehearse-down        remove a rehearsal kept with KEEP=1"
@@ -42,28 +44,31 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
+# The local multi-node swarm (scripts/swarm.sh; README "Local swarm"). NODES=n for more nodes.
 swarm-up:
-	scripts/swarm.sh up
+	@scripts/swarm.sh up $(NODES)
 
 swarm-down:
-	scripts/swarm.sh down
+	@scripts/swarm.sh down
 
-# The test images (upstream registry, content-cache stand-in) for the swarm in DOCKER_HOST.
+swarm-status:
+	@scripts/swarm.sh status
+
+# Runs a command on the local swarm: under its lock, with DOCKER_HOST and MSRC_SWARM
+# set and the test images built and served; a swarm this started is stopped after.
+ON_SWARM := scripts/swarm.sh with --
+
+# The test images (upstream registry, content-cache stand-in), served to every node.
 images:
-	@eval "$$(scripts/swarm.sh env)"; tests/images/build.sh
+	@$(ON_SWARM) tests/images/build.sh
 
-# End-to-end tests need the swarm and the test images; the swarm is stopped
-# again even when they fail. Without Docker the tests skip and say why.
+# End-to-end tests on the local swarm. Without Docker the tests skip and say why.
 # No hypothesis there: its plugin imports hypothesis at the very end, and that
 # compile has failed once with CPython 3.11's spurious "AST constructor recursion
 # depth mismatch" (cpython#106905) after the threaded fault tests.
 e2e: $(STAMP)
-	@scripts/swarm.sh up; \
-	 eval "$$(scripts/swarm.sh env)"; \
-	 if [ -n "$${DOCKER_HOST:-}" ]; then tests/images/build.sh || { scripts/swarm.sh down; exit 1; }; fi; \
-	 $(PY) -m pytest tests/e2e -q -p no:hypothesispytest; status=$$?; \
-	 scripts/swarm.sh down; \
-	 exit $$status
+	@$(ON_SWARM) bash -c 'if [ -n "$${MSRC_SWARM:-}" ]; then tests/images/build.sh || exit 1; fi; \
+	   exec $(PY) -m pytest tests/e2e -q -p no:hypothesispytest'
 
 # The Debian packages the unit and end-to-end tests use (docker.io, docker-registry,
 # busybox-static), installed when absent.
@@ -93,20 +98,23 @@ rehearse: $(STAMP)
 	@if [ -z "$(STACK)$(STACK_CONFIG)" ]; then \
 	   echo "rehearse: say which stack: make rehearse STACK=<env> (stacks/Pulumi.<env>.yaml) or STACK_CONFIG=<file>" >&2; \
 	   exit 2; fi
-	@scripts/swarm.sh up; \
-	 eval "$$(scripts/swarm.sh env)"; \
-	 if [ -z "$${DOCKER_HOST:-}" ]; then \
-	   echo "rehearse: no Docker here: $$(cat build/swarm/unavailable 2>/dev/null)" >&2; exit 1; fi; \
-	 tests/images/build.sh && \
-	 $(PY) -m tests.rehearsal up $(if $(STACK),--stack "$(STACK)") $(if $(STACK_CONFIG),--stack-config "$(STACK_CONFIG)") \
-	   $(if $(REPORT),--report "$(REPORT)") $(if $(KEEPING),--keep); status=$$?; \
-	 if [ -z "$(KEEPING)" ] || [ $$status -ne 0 ]; then scripts/swarm.sh down; fi; \
-	 exit $$status
+	@scripts/swarm.sh with $(if $(KEEPING),--keep) -- bash -c '\
+	   if [ -z "$${MSRC_SWARM:-}" ]; then \
+	     echo "rehearse: no Docker here: $$(cat build/swarm/unavailable 2>/dev/null)" >&2; exit 1; fi; \
+	   tests/images/build.sh && \
+	   exec $(PY) -m tests.rehearsal up $(if $(STACK),--stack "$(STACK)") $(if $(STACK_CONFIG),--stack-config "$(STACK_CONFIG)") \
+	     $(if $(REPORT),--report "$(REPORT)") $(if $(KEEPING),--keep)'
 
+# Removes a kept rehearsal, and the swarm too when that rehearsal started it.
 rehearse-down: $(STAMP)
-	@eval "$$(scripts/swarm.sh env)"; \
-	 if [ -n "$${DOCKER_HOST:-}" ]; then $(PY) -m tests.rehearsal down; else echo "rehearse: no swarm is running"; fi; \
-	 status=$$?; scripts/swarm.sh down; exit $$status
+	@if ! scripts/swarm.sh status >/dev/null; then \
+	   if [ -f build/rehearsal/state.json ]; then \
+	     echo "rehearse: the local swarm is gone, and the kept rehearsal with it; forgetting it" >&2; \
+	     rm -f build/rehearsal/state.json; \
+	   else echo "rehearse: no kept rehearsal and no swarm running"; fi; \
+	   exit 0; fi
+	@$(ON_SWARM) $(PY) -m tests.rehearsal down
+	@scripts/swarm.sh release
 
 # A throwaway copy of an environment's cache: up, smoke check, destroy (README runbook).
 TEST_CACHE_KEEP := $(filter 1 yes true,$(KEEP))
@@ -125,9 +133,8 @@ $(BENCH_STAMP): requirements-bench.txt $(STAMP)
 	@touch $@
 
 bench: $(BENCH_STAMP)
-	@scripts/swarm.sh up; \
-	 eval "$$(scripts/swarm.sh env)"; \
-	 if [ -z "$${DOCKER_HOST:-}" ]; then \
-	   echo "bench: no Docker here: $$(cat build/swarm/unavailable 2>/dev/null)" >&2; exit 1; fi; \
-	 tests/images/build.sh && $(PY) -m bench; status=$$?; \
-	 scripts/swarm.sh down; exit $$status
+	@$(ON_SWARM) bash -c '\
+	   if [ -z "$${MSRC_SWARM:-}" ]; then \
+	     echo "bench: no Docker here: $$(cat build/swarm/unavailable 2>/dev/null)" >&2; exit 1; fi; \
+	   tests/images/build.sh && exec $(PY) -m bench'
+

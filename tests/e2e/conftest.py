@@ -1,4 +1,5 @@
-"""End-to-end fixtures: the local swarm that `make test` (scripts/swarm.sh) starts."""
+"""End-to-end fixtures: the local multi-node swarm that `make test` uses
+(scripts/swarm.sh): the manager in DOCKER_HOST, the cache node, the msr node."""
 
 from __future__ import annotations
 
@@ -9,38 +10,65 @@ from typing import Any
 
 import pytest
 
+from tests.rehearsal.localswarm import LocalSwarm, SwarmUnavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 UNAVAILABLE = ROOT / "build/swarm/unavailable"
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> Iterator[Any]:
-    """A client for a Swarm manager, or a skip that says why there is none."""
-    import docker
-
+def swarm() -> LocalSwarm:
+    """The local swarm's nodes, or a skip that says why there is none."""
     if UNAVAILABLE.exists():
         pytest.skip(f"Docker cannot run here: {UNAVAILABLE.read_text().strip()}")
-    if not os.environ.get("DOCKER_HOST"):
-        pytest.skip("DOCKER_HOST is not set; run these tests with `make test` (or make e2e)")
+    if not os.environ.get("MSRC_SWARM"):
+        pytest.skip("MSRC_SWARM is not set; run these tests with `make test` (or make e2e)")
+    try:
+        return LocalSwarm.from_env()
+    except SwarmUnavailable as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def docker_client(swarm: LocalSwarm) -> Iterator[Any]:
+    """A client for the Swarm manager, where the program's resources are created."""
+    import docker
+
     client = docker.from_env()
     try:
         info = client.info()
     except docker.errors.DockerException as exc:
-        pytest.fail(f"DOCKER_HOST={os.environ['DOCKER_HOST']} does not answer: {exc}")
+        pytest.fail(f"DOCKER_HOST={os.environ.get('DOCKER_HOST')} does not answer: {exc}")
     if info["Swarm"]["LocalNodeState"] != "active" or not info["Swarm"]["ControlAvailable"]:
         pytest.fail("the Docker daemon is not a Swarm manager; scripts/swarm.sh up makes it one")
+    if info["Name"] != swarm.manager.hostname:
+        pytest.fail(f"DOCKER_HOST is {info['Name']}, not the local swarm's manager {swarm.manager.hostname}")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def cache_client(swarm: LocalSwarm) -> Iterator[Any]:
+    """The cache node's own daemon: its containers and volumes."""
+    client = swarm.cache.client()
     yield client
     client.close()
 
 
 @pytest.fixture
-def node(docker_client: Any) -> Any:
+def node(docker_client: Any, swarm: LocalSwarm) -> Any:
+    """The cache node, as the manager sees it."""
+    return docker_client.nodes.get(swarm.cache.hostname)
+
+
+@pytest.fixture
+def manager_node(docker_client: Any) -> Any:
     return docker_client.nodes.get(docker_client.info()["Swarm"]["NodeID"])
 
 
 @pytest.fixture(scope="session")
-def test_images(docker_client: Any) -> None:
-    """The upstream and content-cache stand-in images (a no-op when up to date)."""
+def test_images(swarm: LocalSwarm) -> None:
+    """The upstream and content-cache stand-in images, served to every node (a no-op when up to date)."""
     import subprocess
 
     proc = subprocess.run(
@@ -50,15 +78,13 @@ def test_images(docker_client: Any) -> None:
 
 
 @pytest.fixture(scope="session")
-def upstream(
-    docker_client: Any, test_images: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Any]:
-    """The "MSR" stand-in: a TLS registry with a private CA, for the whole session."""
+def upstream(swarm: LocalSwarm, test_images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The "MSR" stand-in on the msr node: a TLS registry with a private CA, for the whole session."""
     from tests.rehearsal import upstream as up
 
-    started = up.start(docker_client, tmp_path_factory.mktemp("upstream"), port=5910)
+    started = up.start(swarm, tmp_path_factory.mktemp("upstream"), port=5910)
     yield started
-    up.stop(docker_client, port=5910)
+    up.stop(swarm, port=5910)
 
 
 @pytest.fixture
@@ -68,9 +94,13 @@ def applied_log() -> list[str]:
 
 
 @pytest.fixture
-def rehearsals(docker_client: Any, test_images: None, applied_log: list[str]) -> Iterator[Any]:
-    """Make Rehearsal objects; every one is destroyed after the test, pass or fail."""
+def rehearsals(
+    docker_client: Any, swarm: LocalSwarm, test_images: None, applied_log: list[str]
+) -> Iterator[Any]:
+    """Make Rehearsal objects; every one is destroyed after the test, pass or fail,
+    with the volumes Swarm made for it on the cache node."""
     from tests.rehearsal.applier import Rehearsal
+    from tests.rehearsal.deploy import pulumi_volumes, remove_node_volumes
 
     made: list[Rehearsal] = []
 
@@ -80,4 +110,6 @@ def rehearsals(docker_client: Any, test_images: None, applied_log: list[str]) ->
 
     yield make
     for r in reversed(made):
+        volumes = pulumi_volumes(r)
         r.destroy()
+        remove_node_volumes(swarm.cache, volumes, log=lambda _m: None)

@@ -16,6 +16,7 @@ import pytest
 
 from tests.rehearsal import upstream as up
 from tests.rehearsal.deploy import Deployed, apply_and_serve
+from tests.rehearsal.localswarm import LocalSwarm
 from tests.rehearsal.stack import read_stack
 from tests.support.program import ROOT
 from tools.smoke import Image, RegistryError
@@ -31,10 +32,10 @@ SLOW_BOUND_S = 90.0
 
 
 @pytest.fixture
-def own_upstream(docker_client: Any, test_images: None, tmp_path: Path) -> Iterator[up.Upstream]:
-    started = up.start(docker_client, tmp_path / "upstream", port=5950)
+def own_upstream(swarm: LocalSwarm, test_images: None, tmp_path: Path) -> Iterator[up.Upstream]:
+    started = up.start(swarm, tmp_path / "upstream", port=5950)
     yield started
-    up.stop(docker_client, port=5950)
+    up.stop(swarm, port=5950)
 
 
 def blobs_of(image: Image) -> list[str]:
@@ -48,7 +49,7 @@ def fetch_blob(deployed: Deployed, repo: str, digest: str) -> tuple[int, bytes, 
 
 
 def test_with_msr_down_cached_layers_are_served_and_others_fail_fast(
-    rehearsals: Callable[[str], Any], own_upstream: up.Upstream, docker_client: Any, tmp_path: Path
+    rehearsals: Callable[[str], Any], own_upstream: up.Upstream, tmp_path: Path
 ) -> None:
     deployed = apply_and_serve(rehearsals("e2e-msr-down"), DEV, own_upstream, tmp_path, log=lambda _m: None)
     cached, uncached = up.sample_image(), up.sample_image()
@@ -57,7 +58,7 @@ def test_with_msr_down_cached_layers_are_served_and_others_fail_fast(
     deployed.registry().pull("faults/cached", "1")
     time.sleep(2)  # let the cache finish storing what it streamed
 
-    docker_client.containers.get(own_upstream.container_id).stop(timeout=2)
+    own_upstream.container().stop(timeout=2)
 
     for digest, data in cached.blobs.items():
         status, body, _ = fetch_blob(deployed, "faults/cached", digest)
@@ -71,11 +72,12 @@ def test_with_msr_down_cached_layers_are_served_and_others_fail_fast(
 
 
 @pytest.fixture
-def wan(own_upstream: up.Upstream, docker_client: Any) -> Iterator[Any]:
-    """A WAN link between the cache (on the bridge) and the upstream."""
+def wan(own_upstream: up.Upstream, swarm: LocalSwarm) -> Iterator[Any]:
+    """A WAN link between the cache node and the msr node, through this machine
+    (its address on the swarm's bridge)."""
     from bench.wan import WanLink
 
-    link = WanLink((own_upstream.host, 0), ("127.0.0.1", own_upstream.port), rtt_ms=50, mbit=100)
+    link = WanLink((swarm.host_address, 0), (own_upstream.host, own_upstream.port), rtt_ms=50, mbit=100)
     link.start()
     yield link
     link.stop()
@@ -89,7 +91,12 @@ def test_a_slow_wan_bounds_the_cold_pull_and_warm_pulls_go_on(
     record_property: Any,
 ) -> None:
     deployed = apply_and_serve(
-        rehearsals("e2e-slow-wan"), DEV, own_upstream, tmp_path, {"msrPort": wan.port}, log=lambda _m: None
+        rehearsals("e2e-slow-wan"),
+        DEV,
+        own_upstream,
+        tmp_path,
+        {"msrHost": wan.listen_host, "msrPort": wan.port},
+        log=lambda _m: None,
     )
     warm, cold = up.sample_image(), up.sample_image()
     up.push(own_upstream, "faults/warm", "1", warm)

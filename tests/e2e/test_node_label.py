@@ -42,13 +42,13 @@ def labels_of(node: Any) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def remove_test_label(node: Any, label: str) -> Any:
+def remove_test_label(docker_client: Any, label: str) -> Any:
     yield
-    node.reload()
-    spec = dict(node.attrs["Spec"])
-    if label in (spec.get("Labels") or {}):
-        spec["Labels"] = {k: v for k, v in spec["Labels"].items() if k != label}
-        node.update(spec)
+    for node in docker_client.nodes.list():
+        spec = dict(node.attrs["Spec"])
+        if label in (spec.get("Labels") or {}):
+            spec["Labels"] = {k: v for k, v in spec["Labels"].items() if k != label}
+            node.update(spec)
 
 
 SCRIPT = """
@@ -87,11 +87,14 @@ def test_provider_does_not_need_this_project_to_run() -> None:
     assert b"components.node_label" not in pickled
 
 
-def test_create_adds_the_label(node: Any, props: dict, label: str) -> None:
+def test_create_adds_the_label_on_the_cache_node_only(
+    node: Any, manager_node: Any, props: dict, label: str
+) -> None:
     out = call("create", props)["result"]
     assert labels_of(node)[label] == "true"
     assert out["id"] == f"{node.id}/{label}"
     assert out["outs"]["value"] == "true"
+    assert label not in labels_of(manager_node)
 
 
 def test_read_sees_a_label_removed_by_hand(node: Any, props: dict, label: str) -> None:
@@ -120,15 +123,16 @@ def test_delete_removes_only_its_label(node: Any, props: dict, label: str) -> No
     assert labels_of(node) == before
 
 
-def test_self_names_the_manager(node: Any, props: dict, label: str) -> None:
+def test_self_names_the_manager(manager_node: Any, node: Any, props: dict, label: str) -> None:
     out = call("create", {**props, "node": "self"})["result"]
-    assert out["outs"]["node_id"] == node.id
-    assert labels_of(node)[label] == "true"
+    assert out["outs"]["node_id"] == manager_node.id
+    assert labels_of(manager_node)[label] == "true"
+    assert label not in labels_of(node)
 
 
-def test_unknown_node_is_a_clear_error(node: Any, props: dict) -> None:
+def test_unknown_node_is_a_clear_error(docker_client: Any, props: dict) -> None:
     error = call("create", {**props, "node": "no-such-node"})["error"]
-    hostname = node.attrs["Description"]["Hostname"]
+    hostname = ", ".join(sorted(n.attrs["Description"]["Hostname"] for n in docker_client.nodes.list()))
     assert error == (
         "Swarm node 'no-such-node' not found; "
         f"msr-cache:cacheNode must be one of: {hostname} (docker node ls)"

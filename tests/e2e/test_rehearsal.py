@@ -1,15 +1,18 @@
-"""The program's real resources on a real swarm, pulling through the cache.
+"""The program's real resources on a real multi-node swarm, pulling through the cache.
 
-Each test applies the dev stack (or a variant) with the rehearsal applier:
-real Swarm secrets, config, volume, service and node label; the
-content-cache stand-in image; the upstream "MSR" stand-in behind a private CA.
+Each test applies the dev stack (or a variant) with the rehearsal applier,
+through the manager (msrc-manager), with the cache on its own worker
+(msrc-cache): real Swarm secrets, config, volume, service and node label; the
+content-cache stand-in image, which the cache node pulls from the swarm's
+registry; the upstream "MSR" stand-in on msrc-msr behind a private CA.
 """
 
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from components.registry_config import files_named
 from tests.rehearsal import upstream as up
-from tests.rehearsal.deploy import Deployed, apply_and_serve, local_node
+from tests.rehearsal.deploy import Deployed, apply_and_serve
+from tests.rehearsal.localswarm import LocalSwarm
 from tests.rehearsal.stack import read_stack
 from tests.support.program import ROOT
 from tools.smoke import handshake
@@ -32,11 +36,13 @@ LABEL = "com.mirantis.msr-cache.stack"
 
 @pytest.fixture
 def deploy(
-    rehearsals: Callable[[str], Any], upstream: up.Upstream, tmp_path: Path
+    rehearsals: Callable[[str], Any], upstream: up.Upstream, tmp_path: Path, swarm: LocalSwarm
 ) -> Callable[..., Deployed]:
     def go(stack: str, overrides: dict[str, Any] | None = None, rehearsal: Any = None) -> Deployed:
         rehearsal = rehearsal or rehearsals(stack)
-        return apply_and_serve(rehearsal, DEV, upstream, tmp_path / stack, overrides, log=lambda _m: None)
+        return apply_and_serve(
+            rehearsal, DEV, upstream, tmp_path / stack, overrides, log=lambda _m: None, swarm=swarm
+        )
 
     return go
 
@@ -48,19 +54,29 @@ def sans(cert: x509.Certificate) -> list[str]:
     ]
 
 
-def container_of(client: Any, task: dict[str, Any]) -> Any:
-    return client.containers.get(task["Status"]["ContainerStatus"]["ContainerID"])
+def container_of(swarm: LocalSwarm, client: Any, task: dict[str, Any]) -> Any:
+    """The task's container, from the daemon of the node it runs on."""
+    hostname = client.nodes.get(task["NodeID"]).attrs["Description"]["Hostname"]
+    return swarm.node(hostname).client().containers.get(task["Status"]["ContainerStatus"]["ContainerID"])
 
 
-def wait_quiet(upstream: up.Upstream, client: Any, settle: float = 1.5, timeout: float = 30) -> list[str]:
+def labelled_nodes(client: Any, label: str) -> list[str]:
+    return sorted(
+        n.attrs["Description"]["Hostname"]
+        for n in client.nodes.list()
+        if label in (n.attrs["Spec"].get("Labels") or {})
+    )
+
+
+def wait_quiet(upstream: up.Upstream, settle: float = 1.5, timeout: float = 30) -> list[str]:
     """The upstream's blob requests once they stop changing: the cache has
     finished storing what it fetched (it fetches a second copy to store while
     streaming the first to the client)."""
     deadline = time.monotonic() + timeout
-    last, since = upstream.blob_gets(client), time.monotonic()
+    last, since = upstream.blob_gets(), time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.3)
-        now = upstream.blob_gets(client)
+        now = upstream.blob_gets()
         if now != last:
             last, since = now, time.monotonic()
         elif time.monotonic() - since >= settle:
@@ -78,24 +94,30 @@ def wait_replacement(deployed: Deployed, old_task: str, timeout: float = 60) -> 
     raise AssertionError(f"no new task replaced {old_task} within {timeout} s")
 
 
-def pull_and_settle(deployed: Deployed, upstream: up.Upstream, client: Any, repo: str) -> up.Image:
+def pull_and_settle(deployed: Deployed, upstream: up.Upstream, repo: str) -> up.Image:
     image = up.sample_image()
     up.push(upstream, repo, "1", image)
     assert deployed.registry().pull(repo, "1").digest == image.digest
-    wait_quiet(upstream, client)
+    wait_quiet(upstream)
     return image
 
 
 # -- deploy -------------------------------------------------------------------
 
 
-def test_deploy_label_task_tls_and_v2(deploy: Callable[..., Deployed], docker_client: Any) -> None:
+def test_deploy_labels_the_cache_node_only_and_serves_from_its_address(
+    deploy: Callable[..., Deployed], docker_client: Any, node: Any, swarm: LocalSwarm
+) -> None:
     deployed = deploy("e2e-deploy")
-    node = local_node(docker_client)
-    assert node.attrs["Spec"]["Labels"].get("dtr.cache") == "true"
+    assert labelled_nodes(docker_client, "dtr.cache") == [swarm.cache.hostname]
+    node.reload()
+    assert node.attrs["Spec"]["Labels"]["dtr.cache"] == "true"
 
     (task,) = deployed.running_tasks()
     assert task["NodeID"] == node.id
+    assert deployed.address == (swarm.cache.address, 5443)
+    # The cache node pulled the image from the swarm's registry itself.
+    assert swarm.cache.client().images.list(name=swarm.stand_in_image)
 
     cert = handshake(deployed.address, deployed.server_name, str(deployed.ca_file))
     assert deployed.server_name in sans(cert)
@@ -103,12 +125,14 @@ def test_deploy_label_task_tls_and_v2(deploy: Callable[..., Deployed], docker_cl
     assert (status, body.strip()) == (200, b"{}")
 
 
-def test_secrets_and_config_mount_where_config_yml_says(
-    deploy: Callable[..., Deployed], docker_client: Any
+def test_secrets_and_config_reach_the_cache_node_where_config_yml_says(
+    deploy: Callable[..., Deployed], docker_client: Any, swarm: LocalSwarm
 ) -> None:
+    """Swarm carries the secrets and config.yml to the worker (raft): nothing is
+    read from the manager's file system."""
     deployed = deploy("e2e-files")
     (task,) = deployed.running_tasks()
-    container = container_of(docker_client, task)
+    container = container_of(swarm, docker_client, task)
     config = container.exec_run(["/bin/busybox", "cat", "/config.yml"]).output.decode()
     # Compared by digest: config.yml holds http.secret, which must not reach test output.
     assert (
@@ -121,7 +145,7 @@ def test_secrets_and_config_mount_where_config_yml_says(
 
 
 def test_a_wrong_upstream_ca_stops_the_cache_loudly(
-    rehearsals: Callable[[str], Any], upstream: up.Upstream, docker_client: Any
+    rehearsals: Callable[[str], Any], upstream: up.Upstream, docker_client: Any, swarm: LocalSwarm
 ) -> None:
     """The trust in dtr.cert.pem is real: with another CA the cache cannot
     reach MSR, and says so (the stand-in checks the upstream at start)."""
@@ -129,8 +153,13 @@ def test_a_wrong_upstream_ca_stops_the_cache_loudly(
     from tests.support import pki
 
     rehearsal = rehearsals("e2e-wrong-ca")
-    node = local_node(docker_client).attrs["Description"]["Hostname"]
-    settings = for_local_swarm(DEV, upstream, node, {"msrCaCert": pki.make_ca("Not MSR's CA").cert_pem})
+    settings = for_local_swarm(
+        DEV,
+        upstream,
+        swarm.cache.hostname,
+        {"msrCaCert": pki.make_ca("Not MSR's CA").cert_pem},
+        image=swarm.stand_in_image,
+    )
     run = rehearsal.apply(settings.config, settings.secret_keys)
     service = docker_client.services.get(run.exports["serviceName"])
     deadline = time.monotonic() + 30
@@ -148,37 +177,37 @@ def test_pull_through_serves_the_second_pull_from_the_cache(
     deploy: Callable[..., Deployed], upstream: up.Upstream, docker_client: Any
 ) -> None:
     deployed = deploy("e2e-pull")
-    image = pull_and_settle(deployed, upstream, docker_client, "e2e/pull")
-    fetched = upstream.blob_gets(docker_client)
+    image = pull_and_settle(deployed, upstream, "e2e/pull")
+    fetched = upstream.blob_gets()
     assert set(image.blobs) <= set(fetched), "the first pull did not go to the upstream"
 
     again = deployed.registry().pull("e2e/pull", "1")
     assert again.digest == image.digest
-    # What Docker clients at the site run; the engine trusts 127.0.0.0/8 registries.
+    # What Docker clients at the site run, here the manager's engine (it lists
+    # the swarm's subnet as an insecure registry: the stack's certificate names
+    # cacheHost, not the node's address).
     ref = f"{deployed.address[0]}:{deployed.address[1]}/e2e/pull"
     pulled = docker_client.images.pull(ref, tag="1")
     docker_client.images.remove(pulled.id, force=True)
-    assert upstream.blob_gets(docker_client) == fetched, (
-        "the second pull fetched blobs from the upstream again"
-    )
+    assert upstream.blob_gets() == fetched, "the second pull fetched blobs from the upstream again"
 
 
 # -- restart ------------------------------------------------------------------
 
 
 def test_killed_task_is_restarted_on_the_labelled_node(
-    deploy: Callable[..., Deployed], docker_client: Any, record_property: Any
+    deploy: Callable[..., Deployed], docker_client: Any, node: Any, swarm: LocalSwarm, record_property: Any
 ) -> None:
     deployed = deploy("e2e-restart")
     (task,) = deployed.running_tasks()
     started = time.monotonic()
-    container_of(docker_client, task).kill()
+    container_of(swarm, docker_client, task).kill()
     fresh = wait_replacement(deployed, task["ID"])
     deployed.registry().wait_ready(60)
     seconds = time.monotonic() - started
     record_property("seconds_to_serve_after_kill", round(seconds, 2))
     print(f"served again {seconds:.1f} s after the kill")
-    assert fresh["NodeID"] == local_node(docker_client).id
+    assert fresh["NodeID"] == node.id
     # Swarm waits the restart delay (5 s) first; far longer means something is wrong.
     assert seconds < 30
 
@@ -228,31 +257,51 @@ def test_rotation_creates_new_secrets_first_and_updates_in_place(
 
 @pytest.mark.parametrize(("mode", "refetched"), [("volume", False), ("container", True)])
 def test_cached_layers_survive_a_restart_only_on_a_volume(
-    deploy: Callable[..., Deployed], upstream: up.Upstream, docker_client: Any, mode: str, refetched: bool
+    deploy: Callable[..., Deployed],
+    upstream: up.Upstream,
+    docker_client: Any,
+    cache_client: Any,
+    swarm: LocalSwarm,
+    mode: str,
+    refetched: bool,
 ) -> None:
     deployed = deploy(f"e2e-storage-{mode}", {"storage": {"mode": mode}})
-    pull_and_settle(deployed, upstream, docker_client, f"e2e/storage-{mode}")
-    fetched = upstream.blob_gets(docker_client)
+    pull_and_settle(deployed, upstream, f"e2e/storage-{mode}")
+    fetched = upstream.blob_gets()
+    from tests.rehearsal.deploy import pulumi_volumes
+
+    volumes = pulumi_volumes(deployed.rehearsal)
+    on_node = {v.name for v in cache_client.volumes.list()}
+    # The volume the layers live in is on the cache node, where the task runs.
+    assert len(volumes) == (mode == "volume")
+    assert set(volumes) <= on_node
 
     (task,) = deployed.running_tasks()
-    container_of(docker_client, task).kill()
-    wait_replacement(deployed, task["ID"])
+    container_of(swarm, docker_client, task).kill()
+    fresh = wait_replacement(deployed, task["ID"])
+    assert fresh["NodeID"] == task["NodeID"]
     deployed.registry().wait_ready(60)
     deployed.registry().pull(f"e2e/storage-{mode}", "1")
-    wait_quiet(upstream, docker_client)
-    assert (upstream.blob_gets(docker_client) != fetched) is refetched
+    wait_quiet(upstream)
+    assert (upstream.blob_gets() != fetched) is refetched
 
 
 # -- destroy ------------------------------------------------------------------
 
 
-def test_destroy_leaves_nothing_of_the_stack(
-    deploy: Callable[..., Deployed], rehearsals: Callable[[str], Any], docker_client: Any
+def test_destroy_leaves_nothing_of_the_stack_on_any_node(
+    deploy: Callable[..., Deployed], rehearsals: Callable[[str], Any], docker_client: Any, swarm: LocalSwarm
 ) -> None:
+    from tests.rehearsal.deploy import pulumi_volumes, remove_node_volumes
+
     rehearsal = rehearsals("e2e-destroy")
     deployed = deploy("e2e-destroy", {"storage": {"mode": "volume"}}, rehearsal=rehearsal)
     names = {r.created.outputs.get("name") for r in rehearsal.state.resources if r.typ.startswith("docker:")}
     assert len(names) >= 6  # service, volume, config, three secrets
+    (volume,) = pulumi_volumes(rehearsal)
+    assert volume in {v.name for v in swarm.manager.client().volumes.list()}, (
+        "Pulumi's volume is on the manager"
+    )
 
     rehearsal.destroy()
 
@@ -260,24 +309,37 @@ def test_destroy_leaves_nothing_of_the_stack(
     assert docker_client.services.list(filters=mine) == []
     assert docker_client.secrets.list(filters=mine) == []
     assert docker_client.configs.list(filters=mine) == []
-    assert docker_client.volumes.list(filters=mine) == []
-    assert "dtr.cache" not in (local_node(docker_client).attrs["Spec"].get("Labels") or {})
+    assert labelled_nodes(docker_client, "dtr.cache") == []
     leftovers = {s.name for s in docker_client.secrets.list()} | {
         c.name for c in docker_client.configs.list()
     }
     assert not (names & leftovers)
     assert deployed.run.exports["serviceName"] not in {s.name for s in docker_client.services.list()}
+    service_filter = {"label": f"com.docker.swarm.service.name={deployed.run.exports['serviceName']}"}
+    for n in swarm.nodes:
+        client = n.client()
+        # Each node removes the task's container once Swarm has removed the task.
+        deadline = time.monotonic() + 30
+        while client.containers.list(all=True, filters=service_filter):
+            assert time.monotonic() < deadline, f"the task's container is still on {n.hostname}"
+            time.sleep(0.3)
+        if n.hostname != swarm.cache.hostname:
+            assert volume not in {v.name for v in client.volumes.list()}, n.hostname
+    # The documented rule (README, "Storage"): Swarm made the cache node's volume
+    # for the service's mount, and destroy leaves it, with the cached layers.
+    assert volume in {v.name for v in swarm.cache.client().volumes.list()}
+    remove_node_volumes(swarm.cache, [volume], log=lambda _m: None)
 
 
 def test_a_failed_apply_keeps_what_it_made_for_destroy(
-    rehearsals: Callable[[str], Any], upstream: up.Upstream, docker_client: Any
+    rehearsals: Callable[[str], Any], upstream: up.Upstream, docker_client: Any, swarm: LocalSwarm
 ) -> None:
     """As after a failed `pulumi up`: what was created stays in the state, and
     destroy removes it. An unknown node fails in the label provider."""
     from tests.rehearsal.stack import for_local_swarm
 
     rehearsal = rehearsals("e2e-failed")
-    settings = for_local_swarm(DEV, upstream, "no-such-node")
+    settings = for_local_swarm(DEV, upstream, "no-such-node", image=swarm.stand_in_image)
     with pytest.raises(Exception, match="Swarm node 'no-such-node' not found"):
         rehearsal.apply(settings.config, settings.secret_keys)
     mine = {"label": f"{LABEL}=e2e-failed"}
@@ -292,6 +354,77 @@ def test_a_failed_apply_keeps_what_it_made_for_destroy(
     rehearsal.destroy()
     assert docker_client.secrets.list(filters=mine) == []
     assert docker_client.configs.list(filters=mine) == []
+
+
+# -- an unusable cache node ---------------------------------------------------
+
+
+def set_availability(node: Any, availability: str) -> None:
+    node.reload()
+    node.update({**node.attrs["Spec"], "Availability": availability})
+
+
+def test_a_drained_cache_node_fails_up_naming_the_node_and_the_reason(
+    rehearsals: Callable[[str], Any], upstream: up.Upstream, docker_client: Any, node: Any, swarm: LocalSwarm
+) -> None:
+    from tests.rehearsal.stack import for_local_swarm
+
+    rehearsal = rehearsals("e2e-drained")
+    settings = for_local_swarm(DEV, upstream, swarm.cache.hostname, image=swarm.stand_in_image)
+    set_availability(node, "drain")
+    try:
+        started = time.monotonic()
+        with pytest.raises(
+            Exception, match=r"Swarm node 'msrc-cache' is drained \(availability: drain\)"
+        ) as err:
+            rehearsal.apply(settings.config, settings.secret_keys)
+        assert "docker node update --availability active msrc-cache" in str(err.value)
+        assert time.monotonic() - started < 30, "it waited for a converge timeout instead of saying why"
+    finally:
+        set_availability(node, "active")
+    assert docker_client.services.list(filters={"label": f"{LABEL}=e2e-drained"}) == []
+
+
+@pytest.fixture
+def gone_node(swarm: LocalSwarm, docker_client: Any) -> Iterator[str]:
+    """A fourth node that joined the swarm and then went away (its engine stopped)."""
+    name = "msrc-gone"
+    script = str(ROOT / "scripts/swarm.sh")
+    subprocess.run([script, "node-add", name], check=True, capture_output=True, text=True, timeout=120)
+    try:
+        # The node's daemon leaves the swarm: the manager marks it down at once.
+        node_sock = f"unix:///tmp/msrc-swarm/{name}/docker.sock"
+        subprocess.run(
+            ["docker", "-H", node_sock, "swarm", "leave", "--force"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        while docker_client.nodes.get(name).attrs["Status"]["State"] != "down":
+            assert time.monotonic() < deadline, f"{name} did not go down"
+            time.sleep(0.5)
+        yield name
+    finally:
+        subprocess.run([script, "node-rm", name], check=False, capture_output=True, timeout=120)
+
+
+def test_a_cache_node_that_is_gone_fails_up_naming_the_node_and_the_reason(
+    rehearsals: Callable[[str], Any],
+    upstream: up.Upstream,
+    docker_client: Any,
+    gone_node: str,
+    swarm: LocalSwarm,
+) -> None:
+    from tests.rehearsal.stack import for_local_swarm
+
+    rehearsal = rehearsals("e2e-gone")
+    settings = for_local_swarm(DEV, upstream, gone_node, image=swarm.stand_in_image)
+    started = time.monotonic()
+    with pytest.raises(Exception, match=rf"Swarm node '{gone_node}' is down \(state: down"):
+        rehearsal.apply(settings.config, settings.secret_keys)
+    assert time.monotonic() - started < 30
+    assert docker_client.services.list(filters={"label": f"{LABEL}=e2e-gone"}) == []
 
 
 # -- re-runs and planned rotation ---------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.rehearsal.localswarm import LocalSwarm
 from tests.support.program import ROOT
 from tools.smoke import handshake
 
@@ -31,16 +32,21 @@ def rehearse(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_rehearse_keep_report_then_down(tmp_path: Path, docker_client: Any, test_images: None) -> None:
+def test_rehearse_keep_report_then_down(
+    tmp_path: Path, docker_client: Any, swarm: LocalSwarm, test_images: None
+) -> None:
     report_file = tmp_path / "r.json"
     up = rehearse(tmp_path, "up", "--stack", "dev", "--report", str(report_file), "--keep")
     assert up.returncode == 0, up.stdout + up.stderr
     report = json.loads(report_file.read_text())
     assert set(report) == {
         "cacheUrl", "address", "caFile", "dockerHost", "serviceName",
-        "node", "label", "secondsToServe", "pullOk",
+        "node", "nodeAddress", "manager", "label", "secondsToServe", "pullOk",
     }  # fmt: skip
     assert report["pullOk"] is True
+    # The cache runs on the cache node, not on the manager Pulumi talks to.
+    assert (report["node"], report["manager"]) == (swarm.cache.hostname, swarm.manager.hostname)
+    assert report["address"] == f"{swarm.cache.address}:5443" == f"{report['nodeAddress']}:5443"
     assert report["cacheUrl"] == "https://localhost:5443"
     assert report["dockerHost"] == os.environ["DOCKER_HOST"]
     assert (report["serviceName"], report["label"]) == ("msr-cache-dev", "dtr.cache")
@@ -63,7 +69,7 @@ def test_rehearse_keep_report_then_down(tmp_path: Path, docker_client: Any, test
     assert docker_client.services.list(filters=mine) == []
     assert docker_client.secrets.list(filters=mine) == []
     assert docker_client.configs.list(filters=mine) == []
-    assert docker_client.containers.list(all=True, filters={"name": "msrc-upstream-5920"}) == []
+    assert swarm.msr.client().containers.list(all=True, filters={"name": "msrc-upstream-5920"}) == []
     assert not (tmp_path / "state/state.json").exists()
 
 

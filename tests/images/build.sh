@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
 # Builds the two test images from Debian packages installed on this machine, because
-# no image can be pulled here (see /work/shared/docs/local-swarm.md):
+# no image can be pulled here (see /work/shared/docs/local-swarm.md), and serves them
+# the way production does: from a registry that every node pulls from.
 #
-#   127.0.0.1:5999/msrc-test/upstream-registry:2.8.2
+#   $MSRC_REGISTRY/msrc-test/upstream-registry:2.8.2
 #       Docker Distribution 2.8.2, standing in for MSR as the cache's upstream.
-#   127.0.0.1:5999/msrc-test/dtr-content-cache-stand-in:2.8.2
+#   $MSRC_REGISTRY/msrc-test/dtr-content-cache-stand-in:2.8.2
 #       A STAND-IN for mirantis/dtr-content-cache:2.8.2: the same registry plus busybox
 #       and content-cache/start.sh, which honours that image's `/start.sh /config.yml`.
 #
-# The 127.0.0.1:5999 prefix keeps the daemon from ever asking a public registry for
-# them. Each image is labelled with a hash of everything that goes into it and is only
+# The images are built on the msr node ($MSRC_MSR_HOST), which also runs the
+# registry ($MSRC_REGISTRY, plain HTTP on the swarm's private bridge: every node
+# lists that subnet as an insecure registry), and are pushed there. The cache node
+# then really pulls its image, as it would from a production registry; the names
+# carry the registry's address, so no daemon ever asks a public registry for them.
+# Each image is labelled with a hash of everything that goes into it and is only
 # rebuilt when that hash changes, so re-running this is cheap.
 #
-# Usage: tests/images/build.sh   (talks to the daemon $DOCKER_HOST points at)
+# Usage: tests/images/build.sh   (with `scripts/swarm.sh env` in the environment)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-PREFIX=127.0.0.1:5999/msrc-test
+[[ -n ${MSRC_REGISTRY:-} && -n ${MSRC_MSR_HOST:-} ]] ||
+	{ echo "images: error: MSRC_REGISTRY/MSRC_MSR_HOST are not set; run with \`eval \"\$(scripts/swarm.sh env)\"\`" >&2; exit 1; }
+export DOCKER_HOST=$MSRC_MSR_HOST
+PREFIX=$MSRC_REGISTRY/msrc-test
+REGISTRY_CONTAINER=msrc-image-registry
 VERSION=2.8.2
 UPSTREAM_IMAGE=$PREFIX/upstream-registry:$VERSION
 STAND_IN_IMAGE=$PREFIX/dtr-content-cache-stand-in:$VERSION
@@ -169,3 +178,33 @@ build "$STAND_IN_IMAGE" dtr-content-cache-stand-in fill_stand_in \
 	"${REGISTRY_INPUTS[@]}" "$BUSYBOX_BIN" "${BUSYBOX_LIBS[@]}" "$START_SH" -- \
 	'ENTRYPOINT ["/start.sh"]' \
 	'CMD ["/config.yml"]'
+
+# --- Serving -------------------------------------------------------------------------
+# The image registry on the msr node: the upstream image's Distribution, over HTTP,
+# storing in a volume of that node.
+registry_address=${MSRC_REGISTRY%:*}
+registry_port=${MSRC_REGISTRY##*:}
+# Started anew when it is not running or runs an older build of the image.
+want_image=$(docker image inspect --format '{{.Id}}' "$UPSTREAM_IMAGE")
+have=$(docker inspect --format '{{.State.Status}} {{.Image}}' "$REGISTRY_CONTAINER" 2>/dev/null || true)
+if [[ $have != "running $want_image" ]]; then
+	docker rm -f "$REGISTRY_CONTAINER" >/dev/null 2>&1 || true
+	config=$(dirname "${MSRC_SWARM:?}")/image-registry.yml
+	printf '%s\n' 'version: 0.1' 'log: {level: warn}' 'http: {addr: "0.0.0.0:5000"}' \
+		'storage: {filesystem: {rootdirectory: /var/lib/registry}, delete: {enabled: true}}' >"$config"
+	docker run -d --name "$REGISTRY_CONTAINER" --restart always \
+		--label "$LABEL_ROLE=image-registry" \
+		-v msrc-image-registry:/var/lib/registry \
+		-v "$config:/etc/docker/registry/config.yml:ro" \
+		-p "$registry_address:$registry_port:5000" "$UPSTREAM_IMAGE" >/dev/null ||
+		die "could not start the image registry on $MSRC_REGISTRY"
+fi
+for _ in $(seq 1 40); do
+	if (exec 3<>"/dev/tcp/$registry_address/$registry_port") 2>/dev/null; then break; fi
+	sleep 0.25
+done
+for image in "$UPSTREAM_IMAGE" "$STAND_IN_IMAGE"; do
+	# Layers the registry has are not sent again, so this is cheap when nothing changed.
+	out=$(docker push "$image" 2>&1) || die "docker push $image to $MSRC_REGISTRY failed:"$'\n'"$out"
+done
+echo "images: served from $MSRC_REGISTRY" >&2

@@ -3,9 +3,10 @@
     python -m tests.rehearsal up (--stack NAME | --stack-config FILE) [--report FILE] [--keep]
     python -m tests.rehearsal down
 
-`up` starts the upstream stand-in, applies the stack's real program to the
-swarm in DOCKER_HOST, waits for the cache to answer, pulls a test image
-through it, writes the report, and removes everything again unless --keep.
+`up` starts the upstream stand-in on the local swarm's msr node, applies the
+stack's real program through the manager in DOCKER_HOST with the cache on the
+cache node, waits for the cache to answer there, pulls a test image through
+it, writes the report, and removes everything again unless --keep.
 `down` removes a kept rehearsal.
 """
 
@@ -18,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.rehearsal.localswarm import LocalSwarm, SwarmUnavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 # One kept rehearsal at a time; REHEARSAL_DIR lets the tests use their own.
 STATE_DIR = Path(os.environ.get("REHEARSAL_DIR") or ROOT / "build/rehearsal")
@@ -29,18 +32,23 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def client() -> Any:
+def client() -> tuple[Any, LocalSwarm]:
+    """The manager's client, and the local swarm's nodes."""
     import docker
 
     if not os.environ.get("DOCKER_HOST"):
         raise SystemExit(
             "rehearse: DOCKER_HOST is not set; run it through `make rehearse`, which starts the swarm"
         )
+    try:
+        swarm = LocalSwarm.from_env()
+    except SwarmUnavailable as exc:
+        raise SystemExit(f"rehearse: {exc}") from None
     c = docker.from_env()
-    swarm = c.info()["Swarm"]
-    if swarm["LocalNodeState"] != "active" or not swarm["ControlAvailable"]:
+    info = c.info()["Swarm"]
+    if info["LocalNodeState"] != "active" or not info["ControlAvailable"]:
         raise SystemExit(f"rehearse: {os.environ['DOCKER_HOST']} is not a Swarm manager")
-    return c
+    return c, swarm
 
 
 def stack_file(args: argparse.Namespace) -> tuple[str, Path]:
@@ -60,7 +68,8 @@ def stack_file(args: argparse.Namespace) -> tuple[str, Path]:
 
 
 def engine_pull(c: Any, address: tuple[str, int]) -> None:
-    """What a Docker client on the site does: `docker pull` through the cache."""
+    """What a Docker client on the site does: `docker pull` through the cache
+    (here the manager's engine, pulling from the cache node's address)."""
     ref = f"{address[0]}:{address[1]}/{TEST_REPO}"
     image = c.images.pull(ref, tag=TEST_TAG)
     c.images.remove(image.id, force=True)
@@ -69,7 +78,7 @@ def engine_pull(c: Any, address: tuple[str, int]) -> None:
 def up(args: argparse.Namespace) -> int:
     from tests.rehearsal import upstream as up_
     from tests.rehearsal.applier import Rehearsal
-    from tests.rehearsal.deploy import apply_and_serve
+    from tests.rehearsal.deploy import apply_and_serve, pulumi_volumes, remove_node_volumes
     from tests.rehearsal.stack import read_stack
     from tools.smoke import smoke_check
 
@@ -78,18 +87,16 @@ def up(args: argparse.Namespace) -> int:
         raise SystemExit(
             "rehearse: a kept rehearsal is still running; remove it first with `make rehearse-down`"
         )
-    c = client()
-    for tag in (up_.UPSTREAM_IMAGE, up_.CACHE_STAND_IN_IMAGE):
-        if not c.images.list(name=tag):
+    c, swarm = client()
+    for tag in (swarm.upstream_image, swarm.stand_in_image):
+        if not swarm.msr.client().images.list(name=tag):
             raise SystemExit(f"rehearse: test image {tag} is missing; tests/images/build.sh builds it")
     stack = read_stack(path)
     workdir = STATE_DIR / name
     port = int(os.environ.get("UPSTREAM_PORT", "5900"))
-    if port == int(stack.get("cachePort", 443)):
-        port += 1
     say(f"rehearse: stack {name} ({path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})")
-    say(f"rehearse: starting the upstream MSR stand-in on 127.0.0.1:{port}")
-    upstream = up_.start(c, workdir / "upstream", port)
+    say(f"rehearse: starting the upstream MSR stand-in on {swarm.msr.hostname} ({swarm.msr.address}:{port})")
+    upstream = up_.start(swarm, workdir / "upstream", port)
     rehearsal = Rehearsal(c, name, log=lambda m: say(f"  {m}"))
     ok = False
     try:
@@ -97,7 +104,7 @@ def up(args: argparse.Namespace) -> int:
         up_.push(upstream, TEST_REPO, TEST_TAG, image)
         say(f"rehearse: pushed {TEST_REPO}:{TEST_TAG} to the upstream")
         say("rehearse: applying the program to the swarm")
-        deployed = apply_and_serve(rehearsal, stack, upstream, workdir, log=say)
+        deployed = apply_and_serve(rehearsal, stack, upstream, workdir, log=say, swarm=swarm)
         smoke = smoke_check(
             deployed.address, deployed.server_name, str(deployed.ca_file),
             expected_cert_pem=deployed.run.exports["certificatePem"], pull=(TEST_REPO, TEST_TAG),
@@ -114,7 +121,9 @@ def up(args: argparse.Namespace) -> int:
             "caFile": str(deployed.ca_file.resolve()),
             "dockerHost": os.environ["DOCKER_HOST"],
             "serviceName": exports["serviceName"],
-            "node": exports["node"],
+            "node": deployed.node.hostname,
+            "nodeAddress": deployed.node.address,
+            "manager": swarm.manager.hostname,
             "label": exports["label"],
             "secondsToServe": deployed.seconds_to_serve,
             "pullOk": pull_ok,
@@ -133,23 +142,28 @@ def up(args: argparse.Namespace) -> int:
             say("rehearse: kept running (KEEP=1); remove it with `make rehearse-down`")
         else:
             say("rehearse: removing the rehearsal")
+            volumes = pulumi_volumes(rehearsal)
             rehearsal.destroy()
-            up_.stop(c, port)
+            remove_node_volumes(swarm.cache, volumes, log=say)
+            up_.stop(swarm, port)
     return 0 if ok else 1
 
 
 def down(_args: argparse.Namespace) -> int:
     from tests.rehearsal import upstream as up_
     from tests.rehearsal.applier import Rehearsal
+    from tests.rehearsal.deploy import pulumi_volumes, remove_node_volumes
 
     if not STATE.exists():
         say("rehearse: no kept rehearsal to remove")
         return 0
-    c = client()
+    c, swarm = client()
     rehearsal, extra = Rehearsal.load(c, STATE, log=lambda m: say(f"  {m}"))
     say(f"rehearse: removing the kept rehearsal of stack {rehearsal.stack}")
+    volumes = pulumi_volumes(rehearsal)
     rehearsal.destroy()
-    up_.stop(c, extra.get("upstreamPort"))
+    remove_node_volumes(swarm.cache, volumes, log=say)
+    up_.stop(swarm, extra.get("upstreamPort"))
     STATE.unlink()
     say("rehearse: removed")
     return 0

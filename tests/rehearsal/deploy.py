@@ -10,16 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from tests.rehearsal.applier import Rehearsal
+from tests.rehearsal.localswarm import LocalSwarm, Node
 from tests.rehearsal.stack import RehearsalConfig, for_local_swarm
 from tests.rehearsal.upstream import Upstream
 from tests.support.program import Run
 from tools.smoke import Registry
 
 SERVE_TIMEOUT = 90.0
-
-
-def local_node(client: Any) -> Any:
-    return client.nodes.get(client.info()["Swarm"]["NodeID"])
 
 
 @dataclass
@@ -29,6 +26,8 @@ class Deployed:
     settings: RehearsalConfig
     ca_file: Path
     seconds_to_serve: float
+    node: Node
+    """The cache node: the label is there, the task runs there, the port is published there."""
 
     @property
     def config(self) -> dict[str, Any]:
@@ -36,8 +35,8 @@ class Deployed:
 
     @property
     def address(self) -> tuple[str, int]:
-        """Where the cache listens on this machine: host mode publishes on the node."""
-        return ("127.0.0.1", int(self.config.get("cachePort", 443)))
+        """Where clients reach the cache: host mode publishes on the cache node's address."""
+        return (self.node.address, int(self.config.get("cachePort", 443)))
 
     @property
     def server_name(self) -> str:
@@ -61,10 +60,13 @@ def apply_and_serve(
     workdir: Path,
     overrides: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
+    swarm: LocalSwarm | None = None,
 ) -> Deployed:
-    """Apply `stack` (a stack file's msr-cache: keys) and wait until the cache answers /v2/."""
-    node = local_node(rehearsal.ctx.client).attrs["Description"]["Hostname"]
-    settings = for_local_swarm(stack, upstream, node, overrides)
+    """Apply `stack` (a stack file's msr-cache: keys) to the swarm's cache node
+    and wait until the cache answers /v2/ there."""
+    swarm = swarm or LocalSwarm.from_env()
+    settings = for_local_swarm(stack, upstream, swarm.cache.hostname, overrides, image=swarm.stand_in_image)
+    node = swarm.node(str(settings.config["cacheNode"]))
     for note in settings.notes:
         log(f"rehearse: {note}")
     started = time.monotonic()
@@ -73,7 +75,7 @@ def apply_and_serve(
     ca_file = workdir / "cache-ca.pem"
     # selfSigned: the certificate is its own trust anchor.
     ca_file.write_text(settings.client_ca_pem or run.exports["certificatePem"])
-    deployed = Deployed(rehearsal, run, settings, ca_file, 0.0)
+    deployed = Deployed(rehearsal, run, settings, ca_file, 0.0, node)
     log(f"rehearse: waiting for {run.exports['cacheUrl']} at {deployed.address[0]}:{deployed.address[1]}")
     deployed.registry().wait_ready(SERVE_TIMEOUT)
     deployed.seconds_to_serve = round(time.monotonic() - started, 2)
@@ -82,3 +84,39 @@ def apply_and_serve(
         f"({deployed.seconds_to_serve} s after apply began)"
     )
     return deployed
+
+
+def pulumi_volumes(rehearsal: Rehearsal) -> list[str]:
+    """Names of the docker.Volume resources in the rehearsal's state."""
+    return [
+        str(r.created.outputs.get("name") or r.created.id)
+        for r in rehearsal.state.resources
+        if r.typ == "docker:index/volume:Volume"
+    ]
+
+
+def remove_node_volumes(node: Node, names: list[str], log: Callable[[str], None] = print) -> None:
+    """Remove the volumes Swarm made on the cache node for the service's mount.
+
+    `pulumi destroy` removes the docker.Volume resource, which the Docker API
+    created on the manager Pulumi talks to; the cache node's volume, holding
+    the cached layers, stays (README, "Storage"). A rehearsal leaves nothing,
+    so it removes that one too.
+    """
+    import docker.errors
+
+    client = node.client()
+    for name in names:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.volumes.get(name).remove()
+                log(f"rehearse: removed volume {name} on {node.hostname} (pulumi destroy leaves it)")
+                break
+            except docker.errors.NotFound:
+                break
+            except docker.errors.APIError as exc:
+                # The task's container may still be stopping and holding it.
+                if "in use" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)

@@ -3,7 +3,8 @@
 What changes and why (each change is reported):
 - msrHost/msrPort/msrCaCert: the upstream stand-in and its private CA
   (fetchMsrCa off: the CA is given);
-- cacheNode: the local swarm's node; publishMode host (no routing mesh here);
+- cacheNode: the local swarm's cache node (msrc-cache); publishMode host (no
+  routing mesh here);
 - image: the content-cache stand-in (the real image cannot be pulled here);
 - TLS material missing from the stack file (`pulumi config set` adds it), or that
   is stored encrypted (`secure:`, which only the Pulumi CLI can decrypt), is
@@ -23,7 +24,7 @@ from typing import Any
 import yaml
 
 from components.settings import is_ip
-from tests.rehearsal.upstream import CACHE_STAND_IN_IMAGE, Upstream
+from tests.rehearsal.upstream import Upstream
 from tests.support import pki
 
 PROJECT = "msr-cache"
@@ -51,8 +52,14 @@ def _encrypted(value: Any) -> bool:
 
 
 def for_local_swarm(
-    stack: dict[str, Any], upstream: Upstream, node: str, overrides: dict[str, Any] | None = None
+    stack: dict[str, Any],
+    upstream: Upstream,
+    node: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    image: str,
 ) -> RehearsalConfig:
+    """`node`: the cache node's hostname; `image`: the content-cache stand-in."""
     config = copy.deepcopy(stack)
     notes: list[str] = []
     encrypted = sorted(k for k, v in config.items() if _encrypted(v))
@@ -66,10 +73,10 @@ def for_local_swarm(
         "fetchMsrCa": False,
         "cacheNode": node,
         "publishMode": "host",
-        "image": CACHE_STAND_IN_IMAGE,
+        "image": image,
     }
     notes.append(f"MSR -> upstream stand-in {upstream.url} (private test CA)")
-    notes.append(f"cacheNode -> {node}; publishMode -> host; image -> {CACHE_STAND_IN_IMAGE} (stand-in)")
+    notes.append(f"cacheNode -> {node}; publishMode -> host; image -> {image} (stand-in)")
     config |= overrides or {}
 
     tls = {k: v for k, v in dict(config.get("tls") or {}).items() if not _encrypted(v)}

@@ -1,9 +1,9 @@
 """The "MSR" stand-in: Docker Distribution serving TLS from a private test CA.
 
-It runs as a plain container of the test daemon, published on loopback (for
-the tests, which push to it) and on the daemon's bridge gateway (for the cache
-task, which sits on that bridge). Its certificate names both addresses, and
-its CA is what the cache must trust (`msrCaCert` -> dtr.cert.pem) to reach it.
+It runs as a plain container on the swarm's msr node (msrc-msr), published on
+that node's address, where the cache node and the tests on this machine both
+reach it, as a site reaches MSR. Its certificate names that address, and its
+CA is what the cache must trust (`msrCaCert` -> dtr.cert.pem) to reach it.
 """
 
 from __future__ import annotations
@@ -16,17 +16,16 @@ import re
 import secrets
 import tarfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tests.rehearsal.localswarm import LocalSwarm
 from tests.support import pki
 from tools.smoke import Image, Registry
 
-UPSTREAM_IMAGE = "127.0.0.1:5999/msrc-test/upstream-registry:2.8.2"
-CACHE_STAND_IN_IMAGE = "127.0.0.1:5999/msrc-test/dtr-content-cache-stand-in:2.8.2"
 ROLE_LABEL = "com.mirantis.msr-cache.rehearsal"
 CONTAINER_PORT = 5000
 BUSYBOX = Path("/bin/busybox")
@@ -38,42 +37,42 @@ _BLOB_GET = re.compile(r'"GET /v2/(?P<repo>[^ ]+)/blobs/(?P<digest>sha256:[0-9a-
 class Upstream:
     container_id: str
     host: str
-    """Where the cache reaches it (the bridge gateway): msrHost."""
+    """The msr node's address: msrHost, for the cache and for the tests."""
     port: int
-    """msrPort, on loopback and on the gateway."""
+    """msrPort, published on that address."""
     ca_pem: str
     ca_file: Path
+    client: Any = field(repr=False)
+    """The msr node's Docker daemon, which runs the container."""
 
     @property
     def url(self) -> str:
         return f"https://{self.host}:{self.port}"
 
     def registry(self) -> Registry:
-        """A verified client, from this machine through loopback."""
-        return Registry(("127.0.0.1", self.port), "127.0.0.1", str(self.ca_file))
+        """A verified client, from this machine over the swarm's bridge."""
+        return Registry((self.host, self.port), self.host, str(self.ca_file))
 
-    def blob_gets(self, client: Any) -> list[str]:
+    def container(self) -> Any:
+        return self.client.containers.get(self.container_id)
+
+    def blob_gets(self) -> list[str]:
         """Digests of the blobs served so far (from its access log)."""
-        logs = (
-            client.containers.get(self.container_id).logs(stdout=True, stderr=True).decode(errors="replace")
-        )
+        logs = self.container().logs(stdout=True, stderr=True).decode(errors="replace")
         return [m["digest"] for m in _BLOB_GET.finditer(logs)]
 
 
-def bridge_gateway(client: Any) -> str:
-    """The host's address on the daemon's default bridge, which Swarm tasks without networks join."""
-    config = client.networks.get("bridge").attrs["IPAM"]["Config"]
-    return str(config[0]["Gateway"])
-
-
-def start(client: Any, workdir: Path, port: int) -> Upstream:
-    """Start the upstream (replacing one left from an earlier run on this port)."""
-    stop(client, port)
+def start(swarm: LocalSwarm, workdir: Path, port: int) -> Upstream:
+    """Start the upstream on the msr node (replacing one left from an earlier run on this port)."""
+    stop(swarm, port)
     workdir.mkdir(parents=True, exist_ok=True)
-    gateway = bridge_gateway(client)
+    msr = swarm.msr
+    client = msr.client()
     ca = pki.make_ca("msr-cache test MSR CA")
+    # This machine's bridge address too: a simulated WAN link there forwards to it
+    # (bench/wan.py), and the cache must still verify MSR through it.
     leaf = pki.make_leaf(
-        "msr-upstream.test", dns=["msr-upstream.test"], ips=[gateway, "127.0.0.1"], issuer=ca
+        "msr-upstream.test", dns=["msr-upstream.test"], ips=[msr.address, swarm.host_address], issuer=ca
     )
     (workdir / "ca.pem").write_text(ca.cert_pem)
     (workdir / "cert.pem").write_text(leaf.cert_pem)
@@ -91,28 +90,34 @@ def start(client: Any, workdir: Path, port: int) -> Upstream:
         },
     }
     (workdir / "config.yml").write_text(yaml.safe_dump(config))
+    # The msr node's daemon shares this machine's file system: the bind mount is
+    # a directory here.
     container = client.containers.run(
-        UPSTREAM_IMAGE,
+        swarm.upstream_image,
         detach=True,
         name=f"msrc-upstream-{port}",
         labels={ROLE_LABEL: "upstream"},
         volumes={str(workdir.resolve()): {"bind": "/etc/docker/registry", "mode": "ro"}},
-        ports={f"{CONTAINER_PORT}/tcp": [("127.0.0.1", port), (gateway, port)]},
+        ports={f"{CONTAINER_PORT}/tcp": (msr.address, port)},
     )
-    upstream = Upstream(container.id, gateway, port, ca.cert_pem, workdir / "ca.pem")
+    upstream = Upstream(container.id, msr.address, port, ca.cert_pem, workdir / "ca.pem", client)
     try:
         upstream.registry().wait_ready(20)
-    except Exception:
+    except Exception as exc:
         logs = container.logs().decode(errors="replace")[-2000:]
-        stop(client, port)
-        raise RuntimeError(f"the upstream registry did not start:\n{logs}") from None
+        stop(swarm, port)
+        raise RuntimeError(
+            f"the upstream registry did not start: https://{msr.address}:{port}/v2/ on {msr.hostname} "
+            f"did not answer within 20 s ({exc}); its log:\n{logs}"
+        ) from None
     return upstream
 
 
-def stop(client: Any, port: int | None = None) -> None:
+def stop(swarm: LocalSwarm, port: int | None = None) -> None:
     """Remove the upstream on `port`, or every upstream when None."""
     import docker.errors
 
+    client = swarm.msr.client()
     for container in client.containers.list(all=True, filters={"label": f"{ROLE_LABEL}=upstream"}):
         if port is None or container.name == f"msrc-upstream-{port}":
             with contextlib.suppress(docker.errors.NotFound):

@@ -18,7 +18,7 @@ from tests.rehearsal.applier import Applied, State
 from tests.rehearsal.mapping import Field, UnmappedInput, nanoseconds, translate
 from tests.rehearsal.resources import Context, Created
 from tests.rehearsal.stack import for_local_swarm
-from tests.rehearsal.upstream import CACHE_STAND_IN_IMAGE, Upstream
+from tests.rehearsal.upstream import Upstream
 from tests.support import pki
 from tests.support.program import run_program
 
@@ -219,7 +219,8 @@ def test_saved_state_leaves_secret_outputs_out() -> None:
     assert State.from_json(saved).resources[1].created.outputs == {"name": "s-1"}
 
 
-UPSTREAM = Upstream("cid", "172.17.0.1", 5900, CA.cert_pem, Path("ca.pem"))
+UPSTREAM = Upstream("cid", "10.77.0.13", 5900, CA.cert_pem, Path("ca.pem"), client=None)
+STAND_IN = "10.77.0.13:5999/msrc-test/dtr-content-cache-stand-in:2.8.2"
 
 
 def test_stack_is_pointed_at_the_local_swarm() -> None:
@@ -229,16 +230,16 @@ def test_stack_is_pointed_at_the_local_swarm() -> None:
         "cacheNode": "n1",
         "logLevel": "debug",
     }
-    rc = for_local_swarm(stack, UPSTREAM, "vm")
+    rc = for_local_swarm(stack, UPSTREAM, "vm", image=STAND_IN)
     assert rc.config | {"msrCaCert": "x"} == {
-        "msrHost": "172.17.0.1",
+        "msrHost": "10.77.0.13",
         "msrPort": 5900,
         "msrCaCert": "x",
         "fetchMsrCa": False,
         "cacheHost": "cache.example.com",
         "cacheNode": "vm",
         "publishMode": "host",
-        "image": CACHE_STAND_IN_IMAGE,
+        "image": STAND_IN,
         "logLevel": "debug",
         "tls": {},
     }
@@ -254,14 +255,14 @@ def test_encrypted_values_and_missing_material_are_replaced_and_said() -> None:
         "msrCaCert": {"secure": "v1:abc"},
         "tls": {"mode": "caSigned", "caKeyPem": {"secure": "v1:def"}},
     }
-    rc = for_local_swarm(stack, UPSTREAM, "vm")
+    rc = for_local_swarm(stack, UPSTREAM, "vm", image=STAND_IN)
     assert rc.config["tls"]["caKeyPem"].startswith("-----BEGIN")
     assert rc.client_ca_pem == rc.config["tls"]["caCertPem"]
     assert rc.secret_keys == ("tls",)
     assert any("msrCaCert is encrypted" in n for n in rc.notes)
     assert any("test CA" in n for n in rc.notes)
     run = run_program(rc.config, secret_keys=rc.secret_keys, base={})
-    assert run.exports["upstream"] == "https://172.17.0.1:5900"
+    assert run.exports["upstream"] == "https://10.77.0.13:5900"
 
 
 def test_provided_mode_gets_a_test_chain_for_the_cache_host() -> None:
@@ -271,7 +272,7 @@ def test_provided_mode_gets_a_test_chain_for_the_cache_host() -> None:
         "cacheNode": "n1",
         "tls": {"mode": "provided"},
     }
-    rc = for_local_swarm(stack, UPSTREAM, "vm")
+    rc = for_local_swarm(stack, UPSTREAM, "vm", image=STAND_IN)
     run = run_program(rc.config, secret_keys=rc.secret_keys, base={})
     leaf, inter = certs.load_certificates(run.exports["certificatePem"])
     root = x509.load_pem_x509_certificate((rc.client_ca_pem or "").encode())

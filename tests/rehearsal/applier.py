@@ -20,7 +20,9 @@ uses, and refuses anything else rather than drop it.
 
 from __future__ import annotations
 
+import collections
 import json
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +75,26 @@ class State:
         return cls([Applied(i["typ"], i["name"], {}, Created(i["id"], i["outputs"])) for i in items])
 
 
+class _ReportedErrors(logging.Filter):
+    """Drops asyncio's "Future exception was never retrieved" for an error that
+    `Rehearsal.apply` already raised: the SDK hands the failed resource's error
+    to the futures of everything that depended on it, and each of those would
+    print the same traceback again when collected."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Exceptions take no weak references; the last few are enough.
+        self.errors: collections.deque[BaseException] = collections.deque(maxlen=32)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or not any(exc is e for e in self.errors)
+
+
+_REPORTED = _ReportedErrors()
+logging.getLogger("asyncio").addFilter(_REPORTED)
+
+
 class ApplyMocks(RecordingMocks):
     """Mocks whose answers are real resources."""
 
@@ -88,6 +110,8 @@ class ApplyMocks(RecordingMocks):
         # Like `pulumi up`, start nothing new once a resource has failed.
         self.failure: str | None = None
         self.error: BaseException | None = None
+        self.refused: list[str] = []
+        """Registrations not applied because an earlier resource failed."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         if not args.custom:
@@ -96,7 +120,11 @@ class ApplyMocks(RecordingMocks):
             return None, dict(args.inputs)
         with self.lock:
             if self.failure is not None:
-                raise RuntimeError(f"{args.name} not applied: {self.failure} failed first")
+                # Like `pulumi up`, create nothing more once a resource has failed.
+                # The run fails with that first error; an exception here as well
+                # would only end in "Future exception was never retrieved" noise.
+                self.refused.append(args.name)
+                return f"not-applied-{args.name}", dict(args.inputs)
             try:
                 created = self._apply(args.typ, args.name, unwrap(args.inputs))
             except BaseException as exc:
@@ -172,6 +200,7 @@ class Rehearsal:
                 self.state = mocks.state_after()[0]
             if mocks.error is not None:
                 # The resource that failed, not one refused after it.
+                _REPORTED.errors.append(mocks.error)
                 raise mocks.error from None
             raise
         self.state, doomed = mocks.state_after()

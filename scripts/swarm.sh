@@ -29,12 +29,13 @@
 #
 # The swarm is the machine's, not a checkout's: its state lives in /tmp/msrc-swarm
 # (short paths: unix socket paths are limited to 108 bytes) and one lock,
-# /run/lock/msrc-swarm.lock, lets one `make test`/`rehearse`/`bench` use it at a time.
+# /run/lock/msrc-swarm.lock ($MSRC_SWARM_LOCK), lets one `make test`/`rehearse`/`bench`
+# use it at a time.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 STATE=/tmp/msrc-swarm
-LOCK=/run/lock/msrc-swarm.lock
+LOCK=${MSRC_SWARM_LOCK:-/run/lock/msrc-swarm.lock}
 BRIDGE=msrc-br0
 NET=10.77.0
 HOST_IP=$NET.1
@@ -370,6 +371,12 @@ with() {
     shift
   done
   [ $# -gt 0 ] || die "usage: $0 with [--keep] -- CMD..."
+  if [ "$(id -u)" != 0 ]; then
+    # No swarm without root: `up` records why, and CMD runs without it.
+    (up) || exit 1
+    "$@"
+    return
+  fi
   exec 9>>"$LOCK"
   if ! flock -n 9; then
     die "another run is using the local swarm: $(cat "$LOCK.owner" 2>/dev/null || echo "lock $LOCK is held"); wait for it to finish"
@@ -377,7 +384,9 @@ with() {
   printf 'pid %s, started %s: %s\n' "$$" "$(date -u +%H:%M:%SZ)" "$*" >"$LOCK.owner"
   local started=0
   if ! is_up; then
-    up
+    # In a subshell: where Docker cannot run, `up` says why and exits 0, and
+    # CMD still runs (the tests then skip, naming the reason).
+    (up) || exit 1
     if ! is_up; then
       # Docker cannot run here: CMD runs without it and says so (tests skip).
       "$@"

@@ -1,14 +1,16 @@
-"""`make bench`: what the cache is for, measured on the local swarm.
+"""`make bench`: what the cache is for, measured on the local multi-node swarm.
 
     python -m bench [--runs N] [--size-mb MB] [--rtt-ms MS] [--mbit MBIT] [--json FILE] [--plot FILE]
 
-Deploys a rehearsal of the dev stack with a simulated WAN (bench/wan.py)
-between the cache and the upstream MSR stand-in, then measures pulls (registry
-API with TLS verified, and `docker pull`) directly, over the WAN, and through
-the cache cold and warm; the WAN bytes of a cold pull; deploy time next to a
-bare `docker service create`; unavailability during a rotation and a restart;
-and the program's own evaluation cost. Prints a table (median of N runs, ratio
-to its floor) and writes JSON and a PNG plot of the pull times.
+Deploys a rehearsal of the dev stack through the manager (msrc-manager): the
+cache runs on msrc-cache, the upstream MSR stand-in on msrc-msr, and a
+simulated WAN (bench/wan.py) on this machine sits between the two. Then
+measures pulls (registry API with TLS verified, from this machine, and `docker
+pull` by the manager's engine) directly from the msr node, over the WAN, and
+through the cache cold and warm; the WAN bytes of a cold pull; deploy time next
+to a bare `docker service create`; unavailability during a rotation and a
+restart; and the program's own evaluation cost. Prints a table (median of N
+runs, ratio to its floor) and writes JSON and a PNG plot of the pull times.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, float | None, float | None,
         for kind, label in (("api", "API pull"), ("dockerPull", "docker pull")):
             floor = pulls[kind]["direct"]
             for key, name in (
-                ("direct", "direct from MSR (loopback, floor)"),
+                ("direct", "direct from MSR (no WAN, floor)"),
                 ("wan", "direct over the WAN (no cache)"),
                 ("cacheCold", "through the cache, cold"),
                 ("cacheWarm", "through the cache, warm"),
@@ -108,7 +110,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     pulls = results["pulls"]
     keys = ["direct", "wan", "cacheCold", "cacheWarm"]
-    labels = ["direct (loopback)", "over the WAN", "cache, cold", "cache, warm"]
+    labels = ["direct (no WAN)", "over the WAN", "cache, cold", "cache, warm"]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     width = 0.38
     xs = range(len(keys))
@@ -150,9 +152,15 @@ def main(argv: list[str]) -> int:
     import docker
 
     from bench.measure import Bench, Params
+    from tests.rehearsal.localswarm import LocalSwarm, SwarmUnavailable
 
     if not os.environ.get("DOCKER_HOST"):
         say("bench: DOCKER_HOST is not set; run it through `make bench`, which starts the swarm")
+        return 2
+    try:
+        swarm = LocalSwarm.from_env()
+    except SwarmUnavailable as exc:
+        say(f"bench: {exc}")
         return 2
     json_path = Path(args.json)
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,6 +169,12 @@ def main(argv: list[str]) -> int:
     results: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
+        "topology": {
+            "manager": f"{swarm.manager.hostname} {swarm.manager.address}",
+            "cache": f"{swarm.cache.hostname} {swarm.cache.address}",
+            "msr": f"{swarm.msr.hostname} {swarm.msr.address}",
+            "wanLink": f"this machine {swarm.host_address}, between the cache and the msr node",
+        },
         "params": {
             "runs": params.runs,
             "sizeMiB": params.size_mb,
@@ -170,7 +184,11 @@ def main(argv: list[str]) -> int:
     }
     wan = f"WAN {params.rtt_ms:g} ms / {params.mbit:g} Mbit/s"
     say(f"bench: {params.runs} run(s), {params.size_mb} MiB image, {wan}")
-    bench = Bench(docker.from_env(), params, ROOT / "build/bench", log=say)
+    say(
+        f"bench: cache on {swarm.cache.hostname} ({swarm.cache.address}), MSR stand-in on "
+        f"{swarm.msr.hostname} ({swarm.msr.address}), WAN link on this machine ({swarm.host_address})"
+    )
+    bench = Bench(docker.from_env(), swarm, params, ROOT / "build/bench", log=say)
     try:
         say("bench: deploying the dev stack's rehearsal")
         bench.deploy()

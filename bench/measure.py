@@ -1,4 +1,19 @@
-"""The measurements of `make bench`, on the local swarm (see bench/__main__.py).
+"""The measurements of `make bench`, on the local multi-node swarm (see bench/__main__.py).
+
+Where things run (tests/rehearsal/localswarm.py):
+
+    msrc-manager  10.77.0.11  the manager Pulumi (the rehearsal) talks to; its engine
+                              does the `docker pull`s of a site's Docker host
+    msrc-cache    10.77.0.12  the cache (host-mode publish on this address)
+    msrc-msr      10.77.0.13  the upstream "MSR" stand-in
+    this machine  10.77.0.1   the API clients of the site, and both WAN links
+
+The cache reaches MSR only through `wan_cache`, a WanLink on this machine's
+bridge address forwarding to the msr node: the simulated WAN sits between the
+cache node and the msr node. A site pulling from MSR without a cache goes
+through `wan_client`, a second link with the same figures (its own bandwidth,
+as a second site's access link would be). The floor pulls from the msr node
+directly, over the bridge and no WAN.
 
 Every figure is taken `runs` times and reported as the median, next to its
 floor (what the same operation costs without the thing being measured).
@@ -25,7 +40,8 @@ from typing import Any
 
 from tests.rehearsal import upstream as up
 from tests.rehearsal.applier import Rehearsal
-from tests.rehearsal.deploy import Deployed, apply_and_serve
+from tests.rehearsal.deploy import Deployed, apply_and_serve, pulumi_volumes, remove_node_volumes
+from tests.rehearsal.localswarm import LocalSwarm
 from tools.smoke import Image, Registry
 
 Log = Callable[[str], None]
@@ -137,6 +153,8 @@ class Prober:
 @dataclass
 class Bench:
     client: Any
+    """The manager's Docker client (DOCKER_HOST): Swarm's API, and the site's engine."""
+    swarm: LocalSwarm
     params: Params
     workdir: Path
     log: Log = print
@@ -148,18 +166,15 @@ class Bench:
         from bench.wan import WanLink
 
         p = self.params
-        self.upstream = up.start(self.client, self.workdir / "upstream", port=p.upstream_port)
-        # The link the cache uses to reach MSR, and one with the same figures
-        # for a client at the site that pulls from MSR without a cache.
-        self.wan_cache = WanLink(
-            listen=(self.upstream.host, 0),
-            target=("127.0.0.1", self.upstream.port),
-            rtt_ms=p.rtt_ms,
-            mbit=p.mbit,
-        )
-        self.wan_client = WanLink(
-            ("127.0.0.1", 0), ("127.0.0.1", self.upstream.port), rtt_ms=p.rtt_ms, mbit=p.mbit
-        )
+        self.upstream = up.start(self.swarm, self.workdir / "upstream", port=p.upstream_port)
+        msr = (self.upstream.host, self.upstream.port)
+        # The link the cache uses to reach MSR, and one with the same figures for
+        # a site that pulls from MSR without a cache. Both listen on this
+        # machine's bridge address: the cache node and the manager's engine
+        # reach it (this machine's loopback is not theirs), and the upstream's
+        # certificate names it, so TLS to MSR is still verified through a link.
+        self.wan_cache = WanLink((self.swarm.host_address, 0), msr, rtt_ms=p.rtt_ms, mbit=p.mbit)
+        self.wan_client = WanLink((self.swarm.host_address, 0), msr, rtt_ms=p.rtt_ms, mbit=p.mbit)
         self.wan_cache.start()
         self.wan_client.start()
         self.rehearsal = Rehearsal(self.client, "bench", log=lambda _m: None)
@@ -167,10 +182,17 @@ class Bench:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.rehearsal.destroy()
+            self.destroy()
         self.wan_cache.stop()
         self.wan_client.stop()
-        up.stop(self.client, self.params.upstream_port)
+        up.stop(self.swarm, self.params.upstream_port)
+
+    def destroy(self) -> None:
+        """Destroy the rehearsal, and the volume Swarm made on the cache node for
+        its mount (which `pulumi destroy` leaves, with the cached layers)."""
+        volumes = pulumi_volumes(self.rehearsal)
+        self.rehearsal.destroy()
+        remove_node_volumes(self.swarm.cache, volumes, log=lambda _m: None)
 
     def deploy(self, overrides: dict[str, Any] | None = None) -> Deployed:
         from tests.rehearsal.stack import read_stack
@@ -179,16 +201,18 @@ class Bench:
         stack = read_stack(ROOT / "stacks/Pulumi.dev.yaml")
         self.deployed = apply_and_serve(
             self.rehearsal, stack, self.upstream, self.workdir / "cache",
-            {"msrPort": self.wan_cache.port, **(overrides or {})}, log=lambda _m: None,
+            {"msrHost": self.wan_cache.listen_host, "msrPort": self.wan_cache.port, **(overrides or {})},
+            log=lambda _m: None, swarm=self.swarm,
         )  # fmt: skip
         return self.deployed
 
     def registries(self) -> dict[str, Registry]:
         assert self.deployed is not None
         ca = str(self.upstream.ca_file)
+        wan = (self.wan_client.listen_host, self.wan_client.port)
         return {
-            "direct": Registry(("127.0.0.1", self.upstream.port), "127.0.0.1", ca, timeout=600),
-            "wan": Registry(("127.0.0.1", self.wan_client.port), "127.0.0.1", ca, timeout=600),
+            "direct": Registry((self.upstream.host, self.upstream.port), self.upstream.host, ca, timeout=600),
+            "wan": Registry(wan, self.wan_client.listen_host, ca, timeout=600),
             "cache": Registry(
                 self.deployed.address, self.deployed.server_name, str(self.deployed.ca_file), timeout=600
             ),
@@ -201,7 +225,7 @@ class Bench:
         of the same image with the same secrets and config."""
         deploys, floors = [], []
         for i in range(self.params.runs):
-            self.rehearsal.destroy()
+            self.destroy()
             deployed = self.deploy()
             deploys.append(deployed.seconds_to_serve)
             floors.append(self.bare_service_create(deployed, i))
@@ -215,12 +239,15 @@ class Bench:
     def bare_service_create(self, deployed: Deployed, i: int) -> float:
         spec = deployed.service().attrs["Spec"]
         task = dict(spec["TaskTemplate"])
-        task.pop("Placement", None)
+        # On the cache node, as the cache's own task (its image is there), but
+        # by hostname: no node label of the program's own making.
+        task["Placement"] = {"Constraints": [f"node.hostname == {deployed.node.hostname}"]}
         port = deployed.address[1] + 1
         endpoint = {
             "Ports": [{"Protocol": "tcp", "TargetPort": 443, "PublishedPort": port, "PublishMode": "host"}]
         }
-        registry = Registry(("127.0.0.1", port), deployed.server_name, str(deployed.ca_file))
+        registry = Registry((deployed.node.address, port), deployed.server_name, str(deployed.ca_file))
+        node = deployed.node.client()
         started = time.monotonic()
         made = self.client.api.create_service(
             task_template=task, name=f"msr-cache-bench-floor-{i}", endpoint_spec=endpoint
@@ -230,14 +257,9 @@ class Bench:
             return round(time.monotonic() - started, 3)
         finally:
             self.client.api.remove_service(made["ID"])
-            wait_until_quiet(
-                lambda: len(
-                    self.client.containers.list(
-                        all=True, filters={"label": f"com.docker.swarm.service.id={made['ID']}"}
-                    )
-                ),
-                settle=0.3,
-            )
+            # Its container is on the cache node: only that node's daemon shows it.
+            mine = {"label": f"com.docker.swarm.service.id={made['ID']}"}
+            wait_until_quiet(lambda: len(node.containers.list(all=True, filters=mine)), settle=0.3)
 
     # -- pulls ---------------------------------------------------------------
 
@@ -257,11 +279,11 @@ class Bench:
             api["direct"].append(timed(lambda: regs["direct"].pull("bench/api", tag)))  # noqa: B023
             api["wan"].append(timed(lambda: regs["wan"].pull("bench/api", tag)))  # noqa: B023
             before_bytes = self.wan_cache.bytes_down
-            before_gets = len(self.upstream.blob_gets(self.client))
+            before_gets = len(self.upstream.blob_gets())
             api["cacheCold"].append(timed(lambda: regs["cache"].pull("bench/api", tag)))  # noqa: B023
             wait_until_quiet(lambda: self.wan_cache.bytes_down)
             cold_bytes.append(self.wan_cache.bytes_down - before_bytes)
-            cold_gets.append(len(self.upstream.blob_gets(self.client)) - before_gets)
+            cold_gets.append(len(self.upstream.blob_gets()) - before_gets)
             api["cacheWarm"].append(timed(lambda: regs["cache"].pull("bench/api", tag)))  # noqa: B023
             self.log(
                 f"  API pull {i + 1}: direct {api['direct'][-1]:.2f} s, WAN {api['wan'][-1]:.2f} s, "
@@ -271,11 +293,14 @@ class Bench:
 
             image = random_image(p.size_mb)
             up.push(self.upstream, "bench/pull", str(i), image)
+            # The manager's engine pulls (it treats the bridge's 10.77.0.0/24 as
+            # insecure registries: it does not verify, the API pulls above do).
+            cache = f"{self.deployed.address[0]}:{self.deployed.address[1]}/bench/pull"
             refs = {
-                "direct": f"127.0.0.1:{self.upstream.port}/bench/pull",
-                "wan": f"127.0.0.1:{self.wan_client.port}/bench/pull",
-                "cacheCold": f"127.0.0.1:{self.deployed.address[1]}/bench/pull",
-                "cacheWarm": f"127.0.0.1:{self.deployed.address[1]}/bench/pull",
+                "direct": f"{self.upstream.host}:{self.upstream.port}/bench/pull",
+                "wan": f"{self.wan_client.listen_host}:{self.wan_client.port}/bench/pull",
+                "cacheCold": cache,
+                "cacheWarm": cache,
             }
             for key, ref in refs.items():
                 engine[key].append(self.docker_pull(ref, str(i)))
@@ -329,9 +354,12 @@ class Bench:
                 rotation.utcnow = real_now
 
             (task,) = self.deployed.running_tasks()
+            # The task's container is on the cache node: only that node's daemon has it.
+            container_id = task["Status"]["ContainerStatus"]["ContainerID"]
+            container = self.deployed.node.client().containers.get(container_id)
             prober = Prober(self.deployed.address)
             with prober.running():
-                self.client.containers.get(task["Status"]["ContainerStatus"]["ContainerID"]).kill()
+                container.kill()
                 prober.wait_recovered()
             restarts.append(round(prober.failed * prober.interval, 2))
             self.log(

@@ -1,10 +1,13 @@
 """A simulated WAN link: a throttling TCP proxy, standard library only.
 
 `WanLink(listen=(host, port), target=(host, port))` listens on a local
-address (loopback, or e.g. the Docker bridge gateway 172.17.0.1; port 0
-picks a free one, which `start()` returns) and forwards every accepted
-connection to the target. Bytes are relayed as they are, so TLS passes
-through untouched.
+address (loopback, or this machine's address on the local swarm's bridge,
+10.77.0.1, where the swarm's nodes reach it; port 0 picks a free one, which
+`start()` returns) and forwards every accepted connection to the target.
+Bytes are relayed as they are, so TLS passes through untouched. `make bench`
+and the fault tests put one between the cache node and the msr node:
+
+    cache (msrc-cache 10.77.0.12) -> WanLink (10.77.0.1:<port>) -> MSR (msrc-msr 10.77.0.13)
 
 The model, per direction (up = client -> target, down = target -> client):
 

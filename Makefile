@@ -46,7 +46,8 @@ unit: $(STAMP)
 
 # The local multi-node swarm (scripts/swarm.sh; README "Local swarm"). NODES=n for more nodes.
 swarm-up:
-	@scripts/swarm.sh up $(NODES)
+	@scripts/swarm.sh up $(NODES) && eval "$$(scripts/swarm.sh env)" && \
+	 if [ -n "$${MSRC_SWARM:-}" ]; then tests/images/build.sh; fi
 
 swarm-down:
 	@scripts/swarm.sh down

@@ -288,10 +288,19 @@ stop_node() {
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
   fi
-  # Whatever still runs in the namespace (shims, containers, a stuck daemon).
+  # Whatever is left when the daemon was killed (a run stopped with kill -9):
+  # processes in the node's namespace (docker-proxy, a stuck daemon), those
+  # started with its paths (containerd, the shims), and the containers' own
+  # processes, which live in namespaces of their own and are found by their
+  # container IDs in their cgroup.
   if ip netns list | grep -q "^$node\b"; then
     ip netns pids "$node" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
   fi
+  pkill -9 -f -- "$dir/" 2>/dev/null || true
+  local id
+  for id in $(ls "$dir/data/containers" 2>/dev/null); do
+    grep -ls -- "$id" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3 | xargs -r kill -9 2>/dev/null || true
+  done
 }
 
 remove_node_files() {

@@ -43,6 +43,18 @@ def docker_client(swarm: LocalSwarm) -> Iterator[Any]:
         pytest.fail("the Docker daemon is not a Swarm manager; scripts/swarm.sh up makes it one")
     if info["Name"] != swarm.manager.hostname:
         pytest.fail(f"DOCKER_HOST is {info['Name']}, not the local swarm's manager {swarm.manager.hostname}")
+    # The tests deploy the dev stack's label and port on the cache node: a cache
+    # already there (a kept rehearsal) would collide with them and lose its label.
+    others = sorted(
+        s.attrs["Spec"]["Labels"]["com.mirantis.msr-cache.stack"]
+        for s in client.services.list(filters={"label": "com.mirantis.msr-cache.stack"})
+    )
+    if others:
+        pytest.exit(
+            f"the local swarm already runs a cache of stack(s) {', '.join(others)} (a kept rehearsal?): "
+            "remove it first with `make rehearse-down`",
+            returncode=1,
+        )
     yield client
     client.close()
 

@@ -199,6 +199,33 @@ class StorageSettings(_Model):
     volume_name: VolumeName = ""
     driver: Annotated[str, Field(min_length=1, max_length=128)] = "local"
     driver_opts: dict[str, str] = {}
+    # Keep the volume and its cached layers when the stack is destroyed or the
+    # volume resource replaced: refetching them all costs a full pull over the WAN.
+    retain: bool = True
+
+
+def _file_mode(value: str) -> str:
+    if not _FILE_MODE_RE.match(value):
+        raise ValueError('expected a quoted octal file mode, e.g. "0444" or "0400"')
+    return value
+
+
+_FILE_MODE_RE = re.compile(r"^0?[0-7]{3}$")
+FileMode = Annotated[str, AfterValidator(_file_mode)]
+
+
+class SecretFilesSettings(_Model):
+    """`msr-cache:secretFiles`: mode and owner of the secret files Swarm mounts
+    for the cache (certificates, key, config.yml). The defaults are Swarm's own,
+    which the documented stack file uses."""
+
+    mode: FileMode = "0444"
+    uid: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    gid: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+
+    @property
+    def mode_bits(self) -> int:
+        return int(self.mode, 8)
 
 
 class Settings(_Model):
@@ -217,6 +244,7 @@ class Settings(_Model):
     service_name: ServiceName
     tls: TlsSettings = TlsSettings()
     storage: StorageSettings = StorageSettings()
+    secret_files: SecretFilesSettings = SecretFilesSettings()
     # The keys the operator stored as Pulumi secrets: errors raised later (the
     # MSR CA fetch) must not quote their values either.
     _secret_keys: frozenset[str] = PrivateAttr(default=frozenset())
@@ -255,7 +283,8 @@ _ECHO_SAFE = {
     "msrHost", "msrPort", "fetchMsrCa", "cacheHost", "cachePort", "cacheNode", "nodeLabel",
     "image", "blobTtl", "logLevel", "publishMode", "serviceName",
     "tls.mode", "tls.keyAlgorithm", "tls.rsaBits", "tls.validityHours", "tls.rotateEvery",
-    "storage.mode", "storage.volumeName", "storage.driver",
+    "storage.mode", "storage.volumeName", "storage.driver", "storage.retain",
+    "secretFiles.mode", "secretFiles.uid", "secretFiles.gid",
 }  # fmt: skip
 
 # The expected form per key, for pydantic's own errors (missing, wrong type,
@@ -281,9 +310,14 @@ _FORMS = {
     "storage.mode": "one of container, volume",
     "storage.driver": "a Docker volume driver name, e.g. local",
     "storage.driverOpts": "a map of option names to string values",
+    "storage.retain": "true or false",
+    "secretFiles": 'an object with mode (e.g. "0444"), uid and gid (see README)',
+    "secretFiles.mode": 'a quoted octal file mode, e.g. "0444" or "0400"',
+    "secretFiles.uid": "a numeric user ID, e.g. 0",
+    "secretFiles.gid": "a numeric group ID, e.g. 0",
 }
 
-_OBJECT_KEYS = ("tls", "storage")
+_OBJECT_KEYS = ("tls", "storage", "secretFiles")
 _SECRET_PATHS = {"tls.caKeyPem": "tls.caKeyPem", "tls.keyPem": "tls.keyPem"}
 
 

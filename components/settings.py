@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import ipaddress
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -36,7 +35,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from components import certs, rotation
+from components import certs, rotation, rules
+from components.rules import is_ip
 
 NAMESPACE = "msr-cache"
 PROJECT_FILE = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
@@ -46,41 +46,21 @@ PROJECT_FILE = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
 # the message is what the operator reads after the key name.
 # ---------------------------------------------------------------------------
 
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
 _NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 _LABEL_KEY_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$")
 _SERVICE_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
-_DURATION_RE = re.compile(r"^[1-9][0-9]{0,17}(ns|us|ms|s|m|h)$")
 _VOLUME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-# Docker image reference (distribution/reference grammar, simplified), which
-# must carry a tag or a digest so that a deploy never floats to `latest`.
-_IMAGE_RE = re.compile(
-    r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?"
-    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
-    r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
-)
-
-
-def is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 def is_fqdn(value: str) -> bool:
     """A dotted DNS name (not an IP): what a client can resolve from anywhere."""
-    return "." in value and not is_ip(value) and bool(_HOSTNAME_RE.match(value))
+    return "." in value and rules.is_dns_name(value)
 
 
 def _host(value: str) -> str:
-    if is_ip(value):
-        return value
-    if len(value) > 253 or not _HOSTNAME_RE.match(value):
-        raise ValueError("expected a DNS host name or an IP address, without scheme, port or path")
+    problem = rules.host_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -100,17 +80,16 @@ def _label_key(value: str) -> str:
 
 
 def _image(value: str) -> str:
-    m = _IMAGE_RE.match(value)
-    if not m or not (m.group("tag") or m.group("digest")):
-        raise ValueError(
-            "expected an image reference pinned by tag or digest, e.g. mirantis/dtr-content-cache:2.8.2"
-        )
+    problem = rules.image_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
-def _duration(value: str) -> str:
-    if not _DURATION_RE.match(value):
-        raise ValueError("expected a positive integer followed by ns, us, ms, s, m or h, e.g. 24h")
+def _blob_ttl(value: str) -> str:
+    problem = rules.blob_ttl_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -151,7 +130,7 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 NodeName = Annotated[str, AfterValidator(_node)]
 LabelKey = Annotated[str, AfterValidator(_label_key)]
 Image = Annotated[str, AfterValidator(_image)]
-Duration = Annotated[str, AfterValidator(_duration)]
+BlobTtl = Annotated[str, AfterValidator(_blob_ttl)]
 RotationPeriod = Annotated[str, AfterValidator(_rotation_period)]
 ServiceName = Annotated[str, AfterValidator(_service_name)]
 VolumeName = Annotated[str, AfterValidator(_volume_name)]
@@ -159,7 +138,7 @@ CaPem = Annotated[str, AfterValidator(_ca_pem)]
 IpAddress = Annotated[str, AfterValidator(lambda v: v if is_ip(v) else _raise("expected an IP address"))]
 DnsName = Annotated[
     str,
-    AfterValidator(lambda v: v if not is_ip(v) and _HOSTNAME_RE.match(v) else _raise("expected a DNS name")),
+    AfterValidator(lambda v: v if rules.is_dns_name(v) else _raise("expected a DNS name")),
 ]
 
 
@@ -238,7 +217,7 @@ class Settings(_Model):
     cache_node: NodeName
     node_label: LabelKey
     image: Image
-    blob_ttl: Duration
+    blob_ttl: BlobTtl
     log_level: Literal["error", "warn", "info", "debug"]
     publish_mode: Literal["ingress", "host"]
     service_name: ServiceName

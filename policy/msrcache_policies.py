@@ -49,7 +49,6 @@ import binascii
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 import yaml
@@ -71,6 +70,9 @@ from pulumi_policy.proxy import (
     UnknownValueError,
 )
 
+# The value rules the settings apply too (the pack's virtualenv installs the project).
+from components import rules
+
 # Resource types, as the engine names them (type tokens, not passwords: S105).
 SERVICE: Final = "docker:index/service:Service"
 SERVICE_CONFIG: Final = "docker:index/serviceConfig:ServiceConfig"
@@ -86,9 +88,6 @@ CACHE_CERT: Final = "cache.cert.pem"
 CACHE_KEY: Final = "cache.key.pem"
 STORAGE_ROOT: Final = "/var/lib/registry"
 
-# blobttl bounds, in seconds: 1h .. 720h (30 days).
-MIN_BLOB_TTL: Final = Decimal(3600)
-MAX_BLOB_TTL: Final = Decimal(720 * 3600)
 
 # Properties that must be in additionalSecretOutputs, by resource type.
 SECRET_PROPERTIES: Final[Mapping[str, tuple[str, ...]]] = {
@@ -194,29 +193,6 @@ def _what(resource_type: str, name: str) -> str:
 # 1. image pinned
 # ---------------------------------------------------------------------------
 
-_DIGEST_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
-_IMAGE_FORM: Final = (
-    "an explicit version tag or a digest, e.g. mirantis/dtr-content-cache:2.8.2 or "
-    "mirantis/dtr-content-cache@sha256:<64 hex digits>"
-)
-
-
-@dataclass(frozen=True)
-class ImageReference:
-    repository: str
-    tag: str | None
-    digest: str | None
-
-
-def parse_image(reference: str) -> ImageReference:
-    """Split `[host[:port]/]path[:tag][@digest]`; the tag is after the last '/'."""
-    name, _, digest = reference.partition("@")
-    head, slash, last = name.rpartition("/")
-    tag: str | None = None
-    if ":" in last:
-        last, tag = last.split(":", 1)
-    return ImageReference(head + slash + last, tag, digest or None)
-
 
 def check_image_pinned(
     resource_type: str, name: str, props: Mapping[str, Any], secret_outputs: Collection[str] = ()
@@ -229,17 +205,9 @@ def check_image_pinned(
     if image is UNKNOWN:
         return []
     if not isinstance(image, str) or not image:
-        return [f"{where} is not set; expected {_IMAGE_FORM}"]
-    ref = parse_image(image)
-    if ref.digest is not None:
-        if _DIGEST_RE.match(ref.digest):
-            return []
-        return [f"{where} '{image}' has a malformed digest '{ref.digest}'; expected {_IMAGE_FORM}"]
-    if not ref.tag:
-        return [f"{where} '{image}' has no tag, so Docker pulls ':latest'; expected {_IMAGE_FORM}"]
-    if ref.tag == "latest":
-        return [f"{where} '{image}' uses the floating tag 'latest'; expected {_IMAGE_FORM}"]
-    return []
+        return [f"{where} is not set; expected {rules.IMAGE_FORM}"]
+    problem = rules.image_problem(image)
+    return [f"{where} '{image}' {problem}"] if problem else []
 
 
 # ---------------------------------------------------------------------------
@@ -438,44 +406,6 @@ def check_secrets_marked(
 # 5. blobttl within bounds
 # ---------------------------------------------------------------------------
 
-_GO_UNITS: Final[Mapping[str, Decimal]] = {
-    "ns": Decimal("1e-9"),
-    "us": Decimal("1e-6"),
-    "\u00b5s": Decimal("1e-6"),  # micro sign
-    "\u03bcs": Decimal("1e-6"),  # Greek mu
-    "ms": Decimal("1e-3"),
-    "s": Decimal(1),
-    "m": Decimal(60),
-    "h": Decimal(3600),
-}
-_GO_PART_RE: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
-
-
-def parse_go_duration(text: str) -> Decimal | None:
-    """Seconds in a Go duration string (time.ParseDuration: '24h', '90m', '1h30m', '1.5h',
-    '-2h', '0'); None when it is not one."""
-    rest = text.strip()
-    sign = Decimal(1)
-    if rest and rest[0] in "+-":
-        sign = Decimal(-1) if rest[0] == "-" else Decimal(1)
-        rest = rest[1:]
-    if rest == "0":
-        return Decimal(0)
-    if not rest:
-        return None
-    total = Decimal(0)
-    pos = 0
-    while pos < len(rest):
-        part = _GO_PART_RE.match(rest, pos)
-        if not part:
-            return None
-        try:
-            total += Decimal(part.group(1)) * _GO_UNITS[part.group(2)]
-        except InvalidOperation:
-            return None
-        pos = part.end()
-    return sign * total
-
 
 def check_blob_ttl(
     resource_type: str, name: str, props: Mapping[str, Any], secret_outputs: Collection[str] = ()
@@ -489,7 +419,7 @@ def check_blob_ttl(
     if config.document is None:
         return []
     what = f"{_what(resource_type, name)}: config.yml"
-    form = "a Go duration from 1h to 720h (30 days), e.g. 24h, 90m or 1h30m"
+    form = rules.BLOB_TTL_FORM
     registry = _get(config.document, "middleware", "registry")
     entries = [e for e in registry or [] if isinstance(e, Mapping) and e.get("name") == "downstream"]
     if not entries:
@@ -503,14 +433,11 @@ def check_blob_ttl(
         if ttl is None:
             problems.append(f"{what} downstream options.blobttl is not set; expected {form}")
             continue
-        seconds = parse_go_duration(ttl) if isinstance(ttl, str) else None
-        if seconds is None:
-            problems.append(
-                f"{what} downstream options.blobttl {ttl!r} is not a Go duration; expected {form}"
-            )
-        elif not MIN_BLOB_TTL <= seconds <= MAX_BLOB_TTL:
-            side = "shorter than 1h" if seconds < MIN_BLOB_TTL else "longer than 720h"
-            problems.append(f"{what} downstream options.blobttl '{ttl}' is {side}; expected {form}")
+        problem = (
+            rules.blob_ttl_problem(ttl) if isinstance(ttl, str) else f"is not a Go duration; expected {form}"
+        )
+        if problem:
+            problems.append(f"{what} downstream options.blobttl {ttl!r} {problem}")
     return problems
 
 

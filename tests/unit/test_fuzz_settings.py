@@ -93,7 +93,10 @@ ARBITRARY = st.one_of(
     st.text(max_size=40),
     st.sampled_from(["", " ", "\t", "\x00", "\n", "null", "{", "[]", "{}", '"x"', "0", "-1", HUGE]),
 )
-DNS_NAME = st.from_regex(r"\A[a-z0-9](?:[a-z0-9-]{0,6}[a-z0-9])?(?:\.[a-z]{1,6}){0,3}\Z")
+# A last label of digits only is no name (RFC 3696): `10.0.0.300` is a bad address.
+DNS_NAME = st.from_regex(r"\A[a-z0-9](?:[a-z0-9-]{0,6}[a-z0-9])?(?:\.[a-z]{1,6}){0,3}\Z").filter(
+    lambda name: not name.rsplit(".", 1)[-1].isdigit()
+)
 IP = st.sampled_from(["10.0.0.5", "192.0.2.7", "2001:db8::5", "127.0.0.1", "::1"])
 HOST = st.one_of(st.sampled_from(["msr.example.com", "cache.example.com", "localhost"]), IP, DNS_NAME)
 HOST_NEAR = st.one_of(
@@ -129,20 +132,23 @@ DIGEST = "sha256:" + "a" * 64
 IMAGE = st.sampled_from(
     [
         "mirantis/dtr-content-cache:2.8.2", "registry.example.com:5000/team/cache:1.0",
-        f"localhost/cache@{DIGEST}", f"mirantis/dtr-content-cache:2.8.2@{DIGEST}", "cache:latest",
+        f"localhost/cache@{DIGEST}", f"mirantis/dtr-content-cache:2.8.2@{DIGEST}", "cache:2",
     ]
 )  # fmt: skip
 IMAGE_NEAR = st.sampled_from(
     [
         "mirantis/dtr-content-cache", "Mirantis/Cache:1", "repo@sha256:abc", f"repo:tag@{DIGEST.upper()}",
         "repo:", ":tag", "repo:tag with space", "https://registry/cache:1", "repo:" + "t" * 129,
+        "mirantis/dtr-content-cache:latest",
     ]
 )  # fmt: skip
-DURATION = st.builds(
-    lambda n, u: f"{n}{u}", st.integers(1, 10**6), st.sampled_from(["ns", "us", "ms", "s", "m", "h"])
+# blobTtl: a Go duration from 1h to 720h.
+DURATION = st.one_of(
+    st.builds(lambda h: f"{h}h", st.integers(1, 720)),
+    st.sampled_from(["90m", "1h30m", "1.5h", "3600s", "024h", "719h59m60s"]),
 )
 DURATION_NEAR = st.sampled_from(
-    ["0h", "24", "1.5h", "-1h", "24H", "5d", " 24h", "024h", "1" + "0" * 18 + "h", "h"]
+    ["0h", "24", "-1h", "24H", "5d", " 24h", "1" + "0" * 18 + "h", "h", "30m", "59m59s", "721h", "99999h"]
 )
 LOG_LEVEL = st.sampled_from(["error", "warn", "info", "debug"])
 LOG_LEVEL_NEAR = st.sampled_from(["INFO", "Info", "trace", "warning", ""])
@@ -221,9 +227,24 @@ STORAGE_VALID = st.one_of(
             "volumeName": st.sampled_from(["layers", "cache_data.1"]),
             "driver": st.sampled_from(["local", "rexray/ebs"]),
             "driverOpts": st.sampled_from([{}, {"type": "nfs", "o": "addr=10.0.0.9,rw", "device": ":/x"}]),
+            "retain": st.booleans(),
         },
     ),
 )
+SECRET_FILES_VALID = st.fixed_dictionaries(
+    {},
+    optional={
+        "mode": st.sampled_from(["0444", "0400", "440", "0644"]),
+        "uid": st.integers(0, 65535),
+        "gid": st.integers(0, 65535),
+    },
+)
+SECRET_FILES_NEAR_FIELD: dict[str, st.SearchStrategy[Any]] = {
+    "mode": st.sampled_from([444, 0o444, "0888", "rw-r--r--", "", None, "04444"]),
+    "uid": st.sampled_from([-1, "root", 2**31, None, 1.5]),
+    "gid": st.sampled_from([-1, "wheel", None]),
+    "owner": st.just("root"),
+}
 STORAGE_NEAR_FIELD: dict[str, st.SearchStrategy[Any]] = {
     "mode": st.sampled_from(["nfs", "Volume", None, 0]),
     "volumeName": st.sampled_from(["my volume", "-x", "a" * 200, 5]),
@@ -272,7 +293,10 @@ VALUES: dict[str, dict[str, st.SearchStrategy[str]]] = {
     "publishMode": _scalar(PUBLISH, PUBLISH_NEAR),
     "serviceName": _scalar(SERVICE, SERVICE_NEAR),
     "tls": _object(TLS_VALID, TLS_NEAR_FIELD, TLS_FIELDS),
-    "storage": _object(STORAGE_VALID, STORAGE_NEAR_FIELD, ["mode", "volumeName", "driver", "driverOpts"]),
+    "storage": _object(
+        STORAGE_VALID, STORAGE_NEAR_FIELD, ["mode", "volumeName", "driver", "driverOpts", "retain"]
+    ),
+    "secretFiles": _object(SECRET_FILES_VALID, SECRET_FILES_NEAR_FIELD, ["mode", "uid", "gid"]),
 }
 UNKNOWN_KEY = st.one_of(
     st.sampled_from(["msrhost", "cacheport", "TLS", "tls.mode", "tls.keyPem", "storage.mode", "imageTag"]),

@@ -10,7 +10,6 @@ import pulumi
 from components import certs
 from components.cache import MsrCache, MsrCacheArgs
 from components.msr_ca import resolve_msr_ca
-from components.node_label import docker_connection
 from components.settings import load_settings
 
 settings = load_settings()
@@ -22,7 +21,6 @@ cache = MsrCache(
         settings=settings,
         stack=pulumi.get_stack(),
         msr_ca_pem=msr_ca,
-        connection=docker_connection(),
     ),
 )
 

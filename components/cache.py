@@ -8,7 +8,6 @@ import pulumi
 
 from components import certs
 from components.node import LabelledNode, LabelledNodeArgs
-from components.node_label import DockerConnection
 from components.service import CacheService, CacheServiceArgs
 from components.settings import Settings
 from components.swarm_files import CacheFiles, CacheFilesArgs
@@ -25,8 +24,6 @@ class MsrCacheArgs:
     """Stack name: names the service by default and labels every Swarm object."""
     msr_ca_pem: str | None
     """MSR's CA (given or fetched); None when MSR is publicly trusted."""
-    connection: DockerConnection
-    """How the node-label provider reaches the Swarm manager."""
 
 
 class MsrCache(pulumi.ComponentResource):
@@ -51,7 +48,7 @@ class MsrCache(pulumi.ComponentResource):
 
         node = LabelledNode(
             f"{name}-node",
-            LabelledNodeArgs(node=s.cache_node, label=s.node_label, connection=args.connection),
+            LabelledNodeArgs(node=s.cache_node, label=s.node_label, service=service_name),
             opts=child,
         )
         tls = CacheTls(

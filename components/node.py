@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components.node_label import DockerConnection, NodeLabel
+from components.node_label import NodeLabel
 
 
 @dataclass
@@ -15,8 +15,9 @@ class LabelledNodeArgs:
     """Hostname or ID of the Swarm node that runs the cache."""
     label: str
     """Label key, set to "true" (dtr.cache; msr.cache for MSR 3)."""
-    connection: DockerConnection
-    """How to reach a Swarm manager (same settings as the docker provider)."""
+    service: str
+    """Name of the cache's service: its own constraint does not keep the label
+    in place when the label is deleted (other services' constraints do)."""
 
 
 class LabelledNode(pulumi.ComponentResource):
@@ -34,7 +35,7 @@ class LabelledNode(pulumi.ComponentResource):
             f"{name}-label",
             node=args.node,
             label=args.label,
-            connection=args.connection,
+            service=args.service,
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.label_resource = label

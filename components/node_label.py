@@ -6,6 +6,21 @@ as it really is so `pulumi refresh` sees a label removed by hand, and update
 puts it back. Create, update and diff refuse a node that is drained, paused or
 not ready, naming the node and the fix: Swarm would start no cache task there,
 and `pulumi up` would otherwise end in a bare converge timeout of the service.
+
+The label may be shared, so delete does not always remove it:
+- a label the node carried before the stack (a manual deployment's
+  `dtr.cache=true`, or another stack's) is left in place;
+- a label another Swarm service is constrained on (a second stack's cache on
+  the same node) is left in place.
+Either way the provider says so in the output of `pulumi destroy`/`up`.
+
+How to reach Docker is not part of the resource: the provider resolves it each
+time it runs, from the stack's `docker:host` / `docker:certPath` (which the
+engine hands to `configure`) or else DOCKER_HOST / DOCKER_CERT_PATH /
+DOCKER_TLS_VERIFY, as the docker provider does. So a client bundle that moved
+(CI's temp dir) does not break destroy or refresh, and no machine path is in
+the state.
+
 Pulumi serializes the provider into the state and runs it in a separate
 process, so it is self-contained: it imports `docker` inside its methods and
 keeps its helpers as static methods (nothing from this project is imported
@@ -14,7 +29,6 @@ when it runs).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -24,30 +38,63 @@ import pulumi.dynamic as dyn
 # (Swarm rejects an update carrying a stale version).
 _UPDATE_ATTEMPTS = 5
 
+# What the resource is; everything else in its state is observed.
+INPUT_KEYS = ("node", "label", "value", "service")
+# The stack config keys the docker provider reads for its connection.
+DOCKER_CONFIG_KEYS = ("docker:host", "docker:certPath")
+# Inputs of versions that froze the connection into the state.
+LEGACY_KEYS = ("docker_host", "docker_cert_path", "docker_tls_verify")
+# Constraints that pin a service to one node.
+PINS = ("node.hostname", "node.id")
+
 
 class NodeLabelProvider(dyn.ResourceProvider):
     """CRUD of one label on one Swarm node.
 
-    Inputs: node (hostname, ID, or "self" for the manager we talk to), label, value, and the Docker connection
-    (docker_host, docker_cert_path, docker_tls_verify), which follows the same
-    settings as the docker provider: unix socket, tcp:// with a client bundle
-    (the cert path holds ca.pem, cert.pem, key.pem) or ssh://.
+    Inputs: node (hostname, ID, or "self" for the manager we talk to), label,
+    value, and service: the name of the stack's own service, whose placement
+    constraint does not keep the label (it is deleted before the label, or
+    moved with it). Outputs add node_id, hostname, the value the node really
+    carries, and whether the label was there before the stack (preexisting,
+    previous_value).
     """
 
     # The provider captures no secret; keep the serialized form readable in state.
     serialize_as_secret_always = False
 
+    def __init__(self) -> None:
+        super().__init__()
+        # The stack's docker:host / docker:certPath, set by configure() in the
+        # provider process; empty until then, so the environment decides.
+        self.docker_config: dict[str, str] = {}
+
+    def configure(self, req: dyn.ConfigureRequest) -> None:
+        # The engine passes the whole stack config, keys with their namespace.
+        self.docker_config = {
+            key: str(value) for key in DOCKER_CONFIG_KEYS if (value := req.config.get(key)) not in (None, "")
+        }
+
     # -- connection and lookup -------------------------------------------
 
     @staticmethod
-    def client(props: dict[str, Any]) -> Any:
+    def connection(docker_config: dict[str, str], environ: Any) -> tuple[str | None, str | None, bool]:
+        """(host, cert path, verify the server) as the docker provider would resolve
+        them: docker:host / docker:certPath first, then DOCKER_HOST / DOCKER_CERT_PATH.
+        DOCKER_TLS_VERIFY is "1" or unset in client bundles; a bundle path alone
+        still means mutual TLS, and the manager is verified unless told not to."""
+        host = docker_config.get("docker:host") or environ.get("DOCKER_HOST") or None
+        cert_path = docker_config.get("docker:certPath") or environ.get("DOCKER_CERT_PATH") or None
+        verify_env = environ.get("DOCKER_TLS_VERIFY")
+        verify = verify_env is None or verify_env not in ("0", "", "false")
+        return host, cert_path, verify
+
+    def client(self) -> Any:
         import os
 
         import docker
         from docker.tls import TLSConfig
 
-        host = props.get("docker_host") or None
-        cert_path = props.get("docker_cert_path") or None
+        host, cert_path, verify = NodeLabelProvider.connection(self.docker_config, os.environ)
         if host is None:
             return docker.from_env()
         if host.startswith("ssh://"):
@@ -55,13 +102,21 @@ class NodeLabelProvider(dyn.ResourceProvider):
             return docker.DockerClient(base_url=host, use_ssh_client=True)
         tls: Any = False
         if cert_path:
-            verify = props.get("docker_tls_verify", True)
             tls = TLSConfig(
                 client_cert=(os.path.join(cert_path, "cert.pem"), os.path.join(cert_path, "key.pem")),
                 ca_cert=os.path.join(cert_path, "ca.pem") if verify else None,
-                verify=bool(verify),
+                verify=verify,
             )
         return docker.DockerClient(base_url=host, tls=tls)
+
+    @staticmethod
+    def say(message: str) -> None:
+        """Tell the operator. pulumi.log has no engine in a dynamic provider's
+        process, but the engine shows the provider's stderr in the output of
+        `pulumi up` / `destroy` (dynamic providers' output is not hidden)."""
+        import sys
+
+        print(f"msr-cache: {message}", file=sys.stderr, flush=True)
 
     @staticmethod
     def find_node(client: Any, node: str) -> Any:
@@ -159,15 +214,61 @@ class NodeLabelProvider(dyn.ResourceProvider):
         raise Exception(f"could not update node {node!r}: it kept changing under us")
 
     @staticmethod
-    def state(props: dict[str, Any], found: Any) -> dict[str, Any]:
+    def services_needing(client: Any, found: Any, label: str, own_service: str | None) -> list[str]:
+        """Names of the other Swarm services whose placement constraints use this
+        label and could place a task on this node; the stack's own service aside."""
+        key = f"node.labels.{label}"
+        prefix = "node.labels."
+        node_names = {found.id.casefold(), found.attrs["Description"]["Hostname"].casefold()}
+        needing = []
+        for service in client.services.list():
+            spec = service.attrs.get("Spec") or {}
+            name = spec.get("Name") or service.id
+            if name == own_service:
+                continue
+            placement = (spec.get("TaskTemplate") or {}).get("Placement") or {}
+            parsed = [NodeLabelProvider.parse_constraint(c) for c in placement.get("Constraints") or []]
+            # Swarm matches the "node.labels." prefix in any case, the label key exactly.
+            if not any(
+                lhs[: len(prefix)].casefold() == prefix and lhs[len(prefix) :] == key[len(prefix) :]
+                for lhs, _op, _rhs in parsed
+            ):
+                continue
+            # Pinned to another node by hostname or ID: it never runs here.
+            pinned_elsewhere = any(
+                op == "=="
+                and lhs.casefold() in ("node.hostname", "node.id")
+                and rhs.casefold() not in node_names
+                for lhs, op, rhs in parsed
+            )
+            if not pinned_elsewhere:
+                needing.append(name)
+        return sorted(needing)
+
+    @staticmethod
+    def parse_constraint(constraint: str) -> tuple[str, str, str]:
+        """`node.labels.x == true` -> ("node.labels.x", "==", "true")."""
+        for op in ("==", "!="):
+            if op in constraint:
+                lhs, rhs = constraint.split(op, 1)
+                return lhs.strip(), op, rhs.strip()
+        return constraint.strip(), "", ""
+
+    @staticmethod
+    def state(props: dict[str, Any], found: Any, preexisting: bool, previous_value: str) -> dict[str, Any]:
         labels = found.attrs["Spec"].get("Labels") or {}
         return {
-            **props,
+            # Inputs only: a state written by an older version may still carry
+            # how it reached Docker; that is not kept.
+            **{k: v for k, v in props.items() if k in INPUT_KEYS},
             "node_id": found.id,
             "hostname": found.attrs["Description"]["Hostname"],
             # What the node really carries ("" when the label is absent), so a
             # refresh records drift and the next `up` puts the label back.
             "value": labels.get(props["label"], ""),
+            # The node carried the label before this stack set it: destroy leaves it.
+            "preexisting": preexisting,
+            "previous_value": previous_value,
         }
 
     # -- CRUD --------------------------------------------------------------
@@ -181,43 +282,93 @@ class NodeLabelProvider(dyn.ResourceProvider):
         return dyn.CheckResult(news, failures)
 
     def create(self, props: dict[str, Any]) -> dyn.CreateResult:
-        client = self.client(props)
-        self.require_usable(client, props["node"])
-        found = self.set_label(client, props["node"], props["label"], props["value"])
-        return dyn.CreateResult(f"{found.id}/{props['label']}", self.state(props, found))
+        client = self.client()
+        node, label = props["node"], props["label"]
+        found = self.require_usable(client, node)
+        before = found.attrs["Spec"].get("Labels") or {}
+        preexisting = label in before
+        previous = before.get(label, "")
+        if preexisting:
+            hostname = found.attrs["Description"]["Hostname"]
+            self.say(
+                f"Swarm node {hostname} already carries {label}={previous} (set before this stack, by hand "
+                "or by another stack); the stack uses it and leaves it in place on destroy"
+            )
+        found = self.set_label(client, node, label, props["value"])
+        return dyn.CreateResult(f"{found.id}/{label}", self.state(props, found, preexisting, previous))
 
     def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
-        client = self.client(props)
+        client = self.client()
         found = self.find_node(client, props["node"])
         if found is None:
             # The node left the swarm: the label is gone with it.
             return dyn.ReadResult(None, {})
-        return dyn.ReadResult(id_, self.state(props, found))
+        return dyn.ReadResult(id_, self.state(props, found, *self.origin(props)))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
         # Another node or label key is another resource. How we reach Docker
         # (socket, bundle, ssh) is not part of what the resource is.
         replaces = [key for key in ("node", "label") if olds.get(key) != news.get(key)]
-        changes = bool(replaces) or olds.get("value") != news.get("value")
+        # A state from before the connection left the inputs (docker_host, ...)
+        # is rewritten once, in place: its recorded paths go, and the state
+        # takes this provider's code, which destroy and refresh then run.
+        legacy = any(key in olds for key in LEGACY_KEYS)
+        changes = (
+            bool(replaces) or legacy or any(olds.get(key) != news.get(key) for key in ("value", "service"))
+        )
         # Diff runs on every preview and up, so a drained or lost cache node is
         # reported before anything changes (a node still unknown in a preview is
         # checked at create). Only the new node is checked: moving the cache off
         # a drained node must not be blocked by that node.
         node = news.get("node")
         if isinstance(node, str) and node and node != pulumi.runtime.rpc.UNKNOWN:
-            self.require_usable(self.client(news), node)
+            self.require_usable(self.client(), node)
         return dyn.DiffResult(changes=changes, replaces=replaces, delete_before_replace=bool(replaces))
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
-        client = self.client(news)
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
+        client = self.client()
         self.require_usable(client, news["node"])
         found = self.set_label(client, news["node"], news["label"], news["value"])
-        return dyn.UpdateResult(self.state(news, found))
+        return dyn.UpdateResult(self.state(news, found, *self.origin(olds)))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        client = self.client(props)
-        if self.find_node(client, props["node"]) is not None:
-            self.set_label(client, props["node"], props["label"], None)
+        client = self.client()
+        node, label = props["node"], props["label"]
+        found = self.find_node(client, node)
+        if found is None:
+            return
+        hostname = found.attrs["Description"]["Hostname"]
+        current = (found.attrs["Spec"].get("Labels") or {}).get(label)
+        preexisting, previous = self.origin(props)
+        if current is None:
+            return
+        fix = f"docker node update --label-rm {label} {hostname}"
+        if preexisting and current == previous:
+            self.say(
+                f"left {label}={current} on Swarm node {hostname}: it was there before this stack; "
+                f"remove it by hand if nothing needs it ({fix})"
+            )
+            return
+        others = self.services_needing(client, found, label, props.get("service"))
+        if others:
+            self.say(
+                f"left {label}={current} on Swarm node {hostname}: service(s) {', '.join(others)} are "
+                f"constrained on it; remove it by hand once they are gone ({fix})"
+            )
+            return
+        if preexisting:
+            self.set_label(client, node, label, previous)
+            self.say(
+                f"put {label} on Swarm node {hostname} back to {previous!r}, its value before this stack"
+            )
+            return
+        self.set_label(client, node, label, None)
+
+    @staticmethod
+    def origin(props: dict[str, Any]) -> tuple[bool, str]:
+        """(preexisting, previous_value) as recorded at create. A state written
+        before they were recorded had set the label itself."""
+        return bool(props.get("preexisting", False)), str(props.get("previous_value") or "")
 
 
 # Pulumi pickles the provider with dill and unpickles it in a separate process
@@ -235,28 +386,20 @@ def _pickle_by_value(cls: type) -> None:
 _pickle_by_value(NodeLabelProvider)
 
 
-@dataclass(frozen=True)
-class DockerConnection:
-    """How to reach the Swarm manager, as the docker provider would."""
-
-    host: str | None = None
-    cert_path: str | None = None
-    tls_verify: bool = True
-
-
 class NodeLabel(dyn.Resource, module="msrcache", name="NodeLabel"):
     """One `<label>=<value>` on one Swarm node."""
 
     node_id: pulumi.Output[str]
     hostname: pulumi.Output[str]
     value: pulumi.Output[str]
+    preexisting: pulumi.Output[bool]
 
     def __init__(
         self,
         name: str,
         node: pulumi.Input[str],
         label: pulumi.Input[str],
-        connection: DockerConnection,
+        service: pulumi.Input[str],
         value: pulumi.Input[str] = "true",
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -264,25 +407,9 @@ class NodeLabel(dyn.Resource, module="msrcache", name="NodeLabel"):
             "node": node,
             "label": label,
             "value": value,
-            "docker_host": connection.host,
-            "docker_cert_path": connection.cert_path,
-            "docker_tls_verify": connection.tls_verify,
+            "service": service,
             "node_id": None,
             "hostname": None,
+            "preexisting": None,
         }
         super().__init__(NodeLabelProvider(), name, props, opts)
-
-
-def docker_connection() -> DockerConnection:
-    """The Docker host the docker provider would use: docker:host / docker:certPath
-    config first, then DOCKER_HOST / DOCKER_CERT_PATH / DOCKER_TLS_VERIFY."""
-    import os
-
-    cfg = pulumi.Config("docker")
-    host = cfg.get("host") or os.environ.get("DOCKER_HOST") or None
-    cert_path = cfg.get("certPath") or os.environ.get("DOCKER_CERT_PATH") or None
-    # DOCKER_TLS_VERIFY is "1" or unset in client bundles; a bundle path alone
-    # still means mutual TLS, and we verify the manager unless told not to.
-    verify_env = os.environ.get("DOCKER_TLS_VERIFY")
-    tls_verify = verify_env is None or verify_env not in ("0", "", "false")
-    return DockerConnection(host=host, cert_path=cert_path, tls_verify=tls_verify)

@@ -1,14 +1,19 @@
 """The node-label provider against a real swarm, run the way Pulumi runs it:
-serialized, then unpickled in a separate process that cannot import this project."""
+serialized, then unpickled in a separate process that cannot import this project,
+configured with the stack config, and reaching Docker through that process's
+own environment."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,9 +35,7 @@ def props(node: Any, label: str) -> dict[str, Any]:
         "node": node.attrs["Description"]["Hostname"],
         "label": label,
         "value": "true",
-        "docker_host": os.environ["DOCKER_HOST"],
-        "docker_cert_path": None,
-        "docker_tls_verify": True,
+        "service": "msr-cache-e2e-label",
     }
 
 
@@ -54,7 +57,10 @@ def remove_test_label(docker_client: Any, label: str) -> Any:
 SCRIPT = """
 import base64, json, sys
 import dill
+from pulumi.dynamic import Config, ConfigureRequest
 provider = dill.loads(base64.b64decode(sys.argv[1]))
+# As the engine's provider host does: configure with the stack config first.
+provider.configure(ConfigureRequest(Config(raw_config=json.loads(sys.argv[4]), project_name="msr-cache")))
 op, args = sys.argv[2], json.loads(sys.argv[3])
 try:
     result = getattr(provider, op)(*args)
@@ -65,11 +71,19 @@ else:
 """
 
 
-def call(op: str, *args: Any) -> dict[str, Any]:
-    """Run one provider method in a fresh interpreter, from /tmp, without this project."""
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH"}}
+def call(
+    op: str,
+    *args: Any,
+    env: dict[str, str] | None = None,
+    config: dict[str, str] | None = None,
+    pickled: str | None = None,
+) -> dict[str, Any]:
+    """Run one provider method in a fresh interpreter, from /tmp, without this project,
+    with `env` over this process's environment and `config` as the stack config."""
+    env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in {"PYTHONPATH"}}
+    pickled = pickled or serialize_provider(NodeLabelProvider())
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, serialize_provider(NodeLabelProvider()), op, json.dumps(args)],
+        [sys.executable, "-c", SCRIPT, pickled, op, json.dumps(args), json.dumps(config or {})],
         cwd="/tmp",
         env=env,
         capture_output=True,
@@ -142,3 +156,86 @@ def test_unknown_node_is_a_clear_error(docker_client: Any, props: dict) -> None:
 def test_read_of_a_node_gone_from_the_swarm_reports_the_label_gone(props: dict) -> None:
     read = call("read", "gone/x", {**props, "node": "no-such-node"})["result"]
     assert read["id"] is None
+
+
+# -- the connection is the one of the run, not the one at create ------------------
+
+
+@pytest.fixture
+def moved_bundle() -> Any:
+    """Two ways to reach the manager, as CI's client bundle in a temp dir that is
+    gone by the time of destroy: make(name) gives a dir holding a link to the
+    manager's socket and a bundle's file names (a unix socket uses no TLS, but
+    docker-py requires the files to exist)."""
+    made: list[str] = []
+
+    def make(name: str) -> dict[str, str]:
+        # Short: unix socket paths are limited to 108 bytes.
+        root = tempfile.mkdtemp(prefix=f"msrc-{name}-", dir="/tmp")
+        made.append(root)
+        socket = os.environ["DOCKER_HOST"].removeprefix("unix://")
+        os.symlink(socket, os.path.join(root, "docker.sock"))
+        for pem in ("ca.pem", "cert.pem", "key.pem"):
+            Path(root, pem).touch()
+        return {
+            "DOCKER_HOST": f"unix://{root}/docker.sock",
+            "DOCKER_CERT_PATH": root,
+            "DOCKER_TLS_VERIFY": "1",
+        }
+
+    yield make
+    for root in made:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def registered_by_the_program(env: dict[str, str], props: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """(inputs, pickled provider) of the NodeLabel as __main__.py registers it under
+    `env`, retargeted at this test's node and label."""
+    from tests.support.program import run_program
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        (label,) = run_program().of_type("pulumi-python:dynamic/msrcache:NodeLabel")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    inputs = dict(label.plain)
+    pickled = inputs.pop("__provider")
+    return {**inputs, "node": props["node"], "label": props["label"]}, pickled
+
+
+def test_destroy_uses_the_connection_of_its_own_run(
+    node: Any, props: dict, label: str, moved_bundle: Any
+) -> None:
+    """`pulumi up` with CI's bundle in one temp dir, `pulumi destroy` with it in another."""
+    first, second = moved_bundle("create"), moved_bundle("destroy")
+    inputs, pickled = registered_by_the_program(first, props)
+    created = call("create", inputs, env=first, pickled=pickled)["result"]
+    assert labels_of(node)[label] == "true"
+    # Nothing of the first run's connection is in the state.
+    assert first["DOCKER_CERT_PATH"] not in json.dumps(created)
+    shutil.rmtree(first["DOCKER_CERT_PATH"])
+    assert call("delete", created["id"], created["outs"], env=second, pickled=pickled) == {"result": None}
+    assert label not in labels_of(node)
+
+
+def test_refresh_uses_the_connection_of_its_own_run(
+    node: Any, props: dict, label: str, moved_bundle: Any
+) -> None:
+    first, second = moved_bundle("create"), moved_bundle("refresh")
+    created = call("create", props, env=first)["result"]
+    shutil.rmtree(first["DOCKER_CERT_PATH"])
+    read = call("read", created["id"], created["outs"], env=second)["result"]
+    assert (read["id"], read["outs"]["value"]) == (created["id"], "true")
+
+
+def test_docker_host_in_the_stack_config_wins_over_the_environment(
+    node: Any, props: dict, label: str, moved_bundle: Any
+) -> None:
+    config = {"docker:host": moved_bundle("config")["DOCKER_HOST"]}
+    out = call("create", props, env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, config=config)
+    assert out["result"]["id"] == f"{node.id}/{label}"

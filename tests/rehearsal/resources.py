@@ -538,39 +538,78 @@ class Service:
 
 
 class Dynamic:
-    """A Python dynamic provider resource: its own pickled provider does the work."""
+    """A Python dynamic provider resource: its own pickled provider does the work.
+    As pulumi-python's dynamic provider host does, each provider is unpickled,
+    then configure()d with the stack config (every key, namespaced) before any
+    other call, and what it writes to stderr is shown (here: logged)."""
+
+    PROJECT = "msr-cache"
+
+    class StderrToLog:
+        def __init__(self, ctx: Context) -> None:
+            import io
+
+            self.log = ctx.log
+            self.stream = io.StringIO()
+            self.redirect = contextlib.redirect_stderr(self.stream)
+
+        def __enter__(self) -> None:
+            self.redirect.__enter__()
+
+        def __exit__(self, *exc: Any) -> None:
+            self.redirect.__exit__(*exc)
+            for line in self.stream.getvalue().splitlines():
+                if line.strip():
+                    self.log(line)
 
     @staticmethod
-    def provider(inputs: dict[str, Any]) -> Any:
-        return dill.loads(base64.b64decode(inputs["__provider"]))
+    def provider(inputs: dict[str, Any], config: dict[str, Any]) -> Any:
+        from pulumi.dynamic import Config, ConfigureRequest
+
+        provider = dill.loads(base64.b64decode(inputs["__provider"]))
+        provider.configure(ConfigureRequest(Config(raw_config=dict(config), project_name=Dynamic.PROJECT)))
+        return provider
+
+    @staticmethod
+    def program_config() -> dict[str, Any]:
+        """The running program's stack config. Destroy runs no program: delete
+        gets an empty one (the rehearsal's config has no docker: keys anyway, so
+        the environment decides, as it does for the engine without them)."""
+        from pulumi.runtime.config import CONFIG
+
+        return dict(CONFIG.get())
 
     @staticmethod
     def props(inputs: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in inputs.items() if k != "__provider"}
 
     def create(self, ctx: Context, name: str, inputs: dict[str, Any]) -> Created:
-        provider = self.provider(inputs)
-        checked = provider.check({}, self.props(inputs))
-        if checked.failures:
-            raise RuntimeError("; ".join(f.reason for f in checked.failures))
-        result = provider.create(checked.inputs)
+        with self.StderrToLog(ctx):
+            provider = self.provider(inputs, self.program_config())
+            checked = provider.check({}, self.props(inputs))
+            if checked.failures:
+                raise RuntimeError("; ".join(f.reason for f in checked.failures))
+            result = provider.create(checked.inputs)
         return Created(result.id, {**(result.outs or {}), "__provider": inputs["__provider"]})
 
     def update(
         self, ctx: Context, old: Created, old_inputs: dict[str, Any], inputs: dict[str, Any]
     ) -> Created | None:
-        provider = self.provider(inputs)
-        olds = self.props(old.outputs)
-        diff = provider.diff(old.id, olds, self.props(inputs))
-        if diff.replaces:
-            return None
-        if diff.changes is False:
-            return old
-        result = provider.update(old.id, olds, self.props(inputs))
+        with self.StderrToLog(ctx):
+            provider = self.provider(inputs, self.program_config())
+            olds = self.props(old.outputs)
+            diff = provider.diff(old.id, olds, self.props(inputs))
+            if diff.replaces:
+                return None
+            if diff.changes is False:
+                return old
+            result = provider.update(old.id, olds, self.props(inputs))
         return Created(old.id, {**(result.outs or {}), "__provider": inputs["__provider"]})
 
     def delete(self, ctx: Context, old: Created) -> None:
-        self.provider(old.outputs).delete(old.id, self.props(old.outputs))
+        # The provider recorded with the resource, as the engine runs it.
+        with self.StderrToLog(ctx):
+            self.provider(old.outputs, {}).delete(old.id, self.props(old.outputs))
 
 
 HANDLERS: dict[str, Handler] = {

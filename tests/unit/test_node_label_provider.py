@@ -1,7 +1,9 @@
 """NodeLabelProvider against a fake Docker client: a cache node Swarm would not
 run the cache on (drained, paused, down) is refused at once, naming the node,
 the reason and the fix, instead of ending in a converge timeout; destroy and
-refresh of such a node still work."""
+refresh of such a node still work. The connection comes from the stack config
+and environment when the provider runs, never from the state; a label that was
+there before, or that another service needs, survives destroy."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 
 import docker.errors
 import pytest
+from pulumi.dynamic import Config, ConfigureRequest
 
 from components.node_label import NodeLabelProvider
 
@@ -64,16 +67,38 @@ class FakeNodes:
         return list(self._nodes)
 
 
+class FakeService:
+    def __init__(self, name: str, *constraints: str) -> None:
+        self.id = f"id-{name}"
+        self.attrs = {
+            "Spec": {"Name": name, "TaskTemplate": {"Placement": {"Constraints": list(constraints)}}}
+        }
+
+
+class FakeServices:
+    def __init__(self) -> None:
+        self.running: list[FakeService] = []
+
+    def list(self) -> list[FakeService]:
+        return list(self.running)
+
+
 class FakeClient:
     def __init__(self, *nodes: FakeNode) -> None:
         self.nodes = FakeNodes(list(nodes))
+        self.services = FakeServices()
 
     def info(self) -> dict[str, Any]:
         return {"Swarm": {"NodeID": self.nodes.list()[0].id}}
 
 
 @pytest.fixture
-def swarm(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeNode]:
+def client() -> FakeClient:
+    return FakeClient()
+
+
+@pytest.fixture
+def swarm(monkeypatch: pytest.MonkeyPatch, client: FakeClient) -> dict[str, FakeNode]:
     """A manager, an active cache node, and one node in each unusable condition."""
     nodes = {
         "manager": FakeNode("id-manager", "msrc-manager"),
@@ -86,9 +111,23 @@ def swarm(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeNode]:
             "id-ld", "msrc-ld", availability="drain", labels={LABEL: "true", "zone": "a"}
         ),
     }
-    client = FakeClient(*nodes.values())
-    monkeypatch.setattr(NodeLabelProvider, "client", staticmethod(lambda _props: client))
+    client.nodes = FakeNodes(list(nodes.values()))
+    monkeypatch.setattr(NodeLabelProvider, "client", lambda _self: client)
     return nodes
+
+
+BUNDLE_CONFIG = {
+    "docker:host": "tcp://manager.example.com:2376",
+    "docker:certPath": "/bundle",
+    "msr-cache:cacheNode": "msrc-cache",
+}
+
+
+def configured(config: dict[str, Any]) -> NodeLabelProvider:
+    """The provider as the engine hands it the stack config (all keys, namespaced)."""
+    provider = NodeLabelProvider()
+    provider.configure(ConfigureRequest(Config(raw_config=config, project_name="msr-cache")))
+    return provider
 
 
 def props(node: str) -> dict[str, Any]:
@@ -96,15 +135,19 @@ def props(node: str) -> dict[str, Any]:
         "node": node,
         "label": LABEL,
         "value": "true",
-        "docker_host": "tcp://manager.example.com:2376",
-        "docker_cert_path": "/bundle",
-        "docker_tls_verify": True,
+        "service": "msr-cache-dev",
     }
 
 
 def outs(node: FakeNode, written_as: str) -> dict[str, Any]:
     """The state a successful create on this node would have recorded."""
-    return {**props(written_as), "node_id": node.id, "hostname": node.attrs["Description"]["Hostname"]}
+    return {
+        **props(written_as),
+        "node_id": node.id,
+        "hostname": node.attrs["Description"]["Hostname"],
+        "preexisting": False,
+        "previous_value": "",
+    }
 
 
 # --- create ---------------------------------------------------------------------
@@ -159,7 +202,7 @@ def test_error_names_the_hostname_when_the_node_is_given_by_id(swarm: dict[str, 
 
 def test_error_does_not_echo_the_connection_settings(swarm: dict[str, FakeNode]) -> None:
     with pytest.raises(Exception) as err:
-        NodeLabelProvider().create(props("msrc-drained"))
+        configured(BUNDLE_CONFIG).create(props("msrc-drained"))
     assert "manager.example.com" not in str(err.value) and "/bundle" not in str(err.value)
 
 
@@ -233,3 +276,187 @@ def test_read_on_a_drained_node_reports_the_label(swarm: dict[str, FakeNode]) ->
     result = NodeLabelProvider().read(f"{node.id}/{LABEL}", outs(node, "msrc-ld"))
     assert result.outs is not None
     assert (result.id, result.outs["value"]) == (f"{node.id}/{LABEL}", "true")
+
+
+# --- the connection: resolved when the provider runs, never kept in the state ----
+
+NO_ENV: dict[str, str] = {}
+
+
+def test_connection_comes_from_docker_config_first() -> None:
+    env = {"DOCKER_HOST": "tcp://env.example.com:2376", "DOCKER_CERT_PATH": "/env-bundle"}
+    provider = configured(BUNDLE_CONFIG)
+    assert provider.connection(provider.docker_config, env) == (
+        "tcp://manager.example.com:2376",
+        "/bundle",
+        True,
+    )
+
+
+def test_connection_falls_back_to_the_environment_like_docker_from_env() -> None:
+    env = {
+        "DOCKER_HOST": "tcp://env.example.com:2376",
+        "DOCKER_CERT_PATH": "/env-bundle",
+        "DOCKER_TLS_VERIFY": "1",
+    }
+    provider = configured({"msr-cache:cacheNode": "msrc-cache"})
+    assert provider.connection(provider.docker_config, env) == (
+        "tcp://env.example.com:2376",
+        "/env-bundle",
+        True,
+    )
+
+
+def test_connection_verifies_the_manager_unless_docker_tls_verify_says_not_to() -> None:
+    env = {"DOCKER_HOST": "tcp://env.example.com:2376", "DOCKER_CERT_PATH": "/b", "DOCKER_TLS_VERIFY": "0"}
+    assert NodeLabelProvider.connection({}, env)[2] is False
+    assert NodeLabelProvider.connection({}, {"DOCKER_CERT_PATH": "/b"})[2] is True
+
+
+def test_unconfigured_provider_uses_the_environment_alone() -> None:
+    assert NodeLabelProvider().connection(NodeLabelProvider().docker_config, NO_ENV) == (None, None, True)
+
+
+def test_no_input_or_state_key_holds_the_connection(swarm: dict[str, FakeNode]) -> None:
+    provider = configured(BUNDLE_CONFIG)
+    result = provider.create(props("msrc-cache"))
+    values = [str(v) for v in {**props("msrc-cache"), **(result.outs or {})}.values()]
+    assert not [v for v in values if "/" in v or "example.com" in v]
+    assert not set(result.outs or {}) & {"docker_host", "docker_cert_path", "docker_tls_verify"}
+
+
+LEGACY = {
+    "docker_host": "unix:///tmp/ci-1234/docker.sock",
+    "docker_cert_path": "/tmp/ci-1234",
+    "docker_tls_verify": True,
+}
+
+
+def test_a_state_with_the_old_connection_inputs_is_updated_in_place_not_replaced(
+    swarm: dict[str, FakeNode],
+) -> None:
+    old = {**outs(swarm["active"], "msrc-cache"), **LEGACY}
+    result = NodeLabelProvider().diff(f"id-active/{LABEL}", old, props("msrc-cache"))
+    assert (result.changes, result.replaces, result.delete_before_replace) == (True, [], False)
+
+
+def test_updating_an_old_state_drops_its_recorded_connection(swarm: dict[str, FakeNode]) -> None:
+    old = {**outs(swarm["active"], "msrc-cache"), **LEGACY}
+    del old["preexisting"], old["previous_value"]
+    result = NodeLabelProvider().update(f"id-active/{LABEL}", old, props("msrc-cache"))
+    assert result.outs is not None
+    assert not set(result.outs) & set(LEGACY)
+    assert "/tmp/ci-1234" not in repr(result.outs)
+    assert (result.outs["value"], result.outs["preexisting"]) == ("true", False)
+
+
+def test_refresh_of_an_old_state_drops_its_recorded_connection(swarm: dict[str, FakeNode]) -> None:
+    old = {**outs(swarm["active"], "msrc-cache"), **LEGACY}
+    result = NodeLabelProvider().read(f"id-active/{LABEL}", old)
+    assert result.outs is not None and not set(result.outs) & set(LEGACY)
+
+
+# --- a label the stack did not make, or that another service needs ------------
+
+
+def test_create_records_that_the_label_was_not_there(swarm: dict[str, FakeNode]) -> None:
+    result = NodeLabelProvider().create(props("msrc-cache"))
+    assert result.outs is not None
+    assert (result.outs["preexisting"], result.outs["previous_value"]) == (False, "")
+
+
+def test_create_on_a_node_already_labelled_records_it_and_says_so(
+    swarm: dict[str, FakeNode], capsys: pytest.CaptureFixture[str]
+) -> None:
+    swarm["active"].update({**swarm["active"].attrs["Spec"], "Labels": {LABEL: "true"}})
+    result = NodeLabelProvider().create(props("msrc-cache"))
+    assert result.outs is not None
+    assert (result.outs["preexisting"], result.outs["previous_value"]) == (True, "true")
+    assert "msrc-cache already carries dtr.cache=true" in capsys.readouterr().err
+
+
+def test_delete_leaves_a_label_that_was_there_before_and_says_so(
+    swarm: dict[str, FakeNode], capsys: pytest.CaptureFixture[str]
+) -> None:
+    node = swarm["active"]
+    node.update({**node.attrs["Spec"], "Labels": {LABEL: "true"}})
+    created = NodeLabelProvider().create(props("msrc-cache"))
+    capsys.readouterr()
+    NodeLabelProvider().delete(created.id, created.outs or {})
+    assert node.labels == {LABEL: "true"}
+    assert capsys.readouterr().err == (
+        "msr-cache: left dtr.cache=true on Swarm node msrc-cache: it was there before this stack; "
+        "remove it by hand if nothing needs it (docker node update --label-rm dtr.cache msrc-cache)\n"
+    )
+
+
+def test_delete_puts_back_the_value_a_label_had_before(swarm: dict[str, FakeNode]) -> None:
+    node = swarm["active"]
+    node.update({**node.attrs["Spec"], "Labels": {LABEL: "false"}})
+    created = NodeLabelProvider().create(props("msrc-cache"))
+    assert node.labels == {LABEL: "true"}
+    NodeLabelProvider().delete(created.id, created.outs or {})
+    assert node.labels == {LABEL: "false"}
+
+
+def test_delete_leaves_a_label_another_service_is_constrained_on_and_names_it(
+    swarm: dict[str, FakeNode], client: FakeClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    created = NodeLabelProvider().create(props("msrc-cache"))
+    client.services.running.append(FakeService("msr-cache-prod", "node.labels.dtr.cache == true"))
+    NodeLabelProvider().delete(created.id, created.outs or {})
+    assert swarm["active"].labels == {LABEL: "true"}
+    assert capsys.readouterr().err == (
+        "msr-cache: left dtr.cache=true on Swarm node msrc-cache: service(s) msr-cache-prod are constrained "
+        "on it; remove it by hand once they are gone (docker node update --label-rm dtr.cache msrc-cache)\n"
+    )
+
+
+def test_delete_is_not_held_back_by_the_stacks_own_service(
+    swarm: dict[str, FakeNode], client: FakeClient
+) -> None:
+    # A new cacheNode replaces the label (deleted first) while the service still runs.
+    created = NodeLabelProvider().create(props("msrc-cache"))
+    client.services.running.append(FakeService("msr-cache-dev", "node.labels.dtr.cache==true"))
+    NodeLabelProvider().delete(created.id, created.outs or {})
+    assert LABEL not in swarm["active"].labels
+
+
+@pytest.mark.parametrize(
+    "constraints",
+    [
+        ("node.labels.msr.cache == true",),
+        ("node.labels.dtr.cache.other == true",),
+        ("node.labels.dtr.cache == true", "node.hostname == msrc-manager"),
+    ],
+    ids=["another-label", "a-longer-label", "pinned-to-another-node"],
+)
+def test_delete_removes_a_label_no_other_service_could_need_here(
+    swarm: dict[str, FakeNode], client: FakeClient, constraints: tuple[str, ...]
+) -> None:
+    created = NodeLabelProvider().create(props("msrc-cache"))
+    client.services.running.append(FakeService("other", *constraints))
+    NodeLabelProvider().delete(created.id, created.outs or {})
+    assert LABEL not in swarm["active"].labels
+
+
+def test_delete_keeps_a_label_a_service_pinned_to_this_node_needs(
+    swarm: dict[str, FakeNode], client: FakeClient
+) -> None:
+    created = NodeLabelProvider().create(props("msrc-cache"))
+    client.services.running.append(
+        FakeService("other", "NODE.LABELS.dtr.cache == true", "node.hostname==MSRC-CACHE")
+    )
+    NodeLabelProvider().delete(created.id, created.outs or {})
+    assert swarm["active"].labels == {LABEL: "true"}
+
+
+def test_delete_of_a_state_written_before_preexisting_was_recorded_removes_the_label(
+    swarm: dict[str, FakeNode],
+) -> None:
+    node = swarm["active"]
+    NodeLabelProvider().create(props("msrc-cache"))
+    old = {**outs(node, "msrc-cache"), **LEGACY}
+    del old["preexisting"], old["previous_value"], old["service"]
+    NodeLabelProvider().delete(f"{node.id}/{LABEL}", old)
+    assert LABEL not in node.labels

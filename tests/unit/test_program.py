@@ -236,7 +236,8 @@ ALL_LABELLED = (CFG, SVC, "msr-cache-files-cache-cert", "msr-cache-files-cache-k
         (
             "serviceName",
             "dtr-cache",
-            {name: {".labels[0].value"} for name in ALL_LABELLED} | {SVC: {".name", ".labels[0].value"}},
+            {name: {".labels[0].value"} for name in ALL_LABELLED}
+            | {SVC: {".name", ".labels[0].value"}, LBL: {".service"}},
         ),
     ],
 )
@@ -277,28 +278,34 @@ def test_service_waits_for_the_node_label(default_run: Run) -> None:
     assert label_urn in default_run.dependencies_of("msr-cache-service-service")
 
 
-def test_label_provider_follows_docker_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DOCKER_HOST", "tcp://manager.example.com:2376")
-    monkeypatch.setenv("DOCKER_CERT_PATH", "/bundle")
-    label = run_program().one(LABEL).plain
-    assert (label["docker_host"], label["docker_cert_path"], label["docker_tls_verify"]) == (
-        "tcp://manager.example.com:2376",
-        "/bundle",
-        True,
-    )
+def test_label_names_the_stacks_own_service(default_run: Run) -> None:
+    # Its own constraint must not keep the label in place when the label is deleted.
+    assert default_run.one(LABEL).plain["service"] == default_run.exports["serviceName"]
 
 
-def test_docker_host_config_wins_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_label_input_holds_the_docker_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Destroy and refresh must use the connection of their own run, not one
+    frozen at create; and no machine path belongs in the state."""
     import pulumi
 
-    monkeypatch.setenv("DOCKER_HOST", "tcp://env.example.com:2376")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///tmp/ci-run-1/docker.sock")
+    monkeypatch.setenv("DOCKER_CERT_PATH", "/tmp/ci-run-1/bundle")
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
     real = pulumi.runtime.set_all_config
 
-    def with_docker_host(config: dict, secret_keys: list | None = None) -> None:
-        real({**config, "docker:host": "ssh://admin@manager.example.com"}, secret_keys)
+    def with_docker_config(config: dict, secret_keys: list | None = None) -> None:
+        real(
+            {**config, "docker:host": "ssh://admin@manager.example.com", "docker:certPath": "/b"}, secret_keys
+        )
 
-    monkeypatch.setattr(pulumi.runtime, "set_all_config", with_docker_host)
-    assert run_program().one(LABEL).plain["docker_host"] == "ssh://admin@manager.example.com"
+    monkeypatch.setattr(pulumi.runtime, "set_all_config", with_docker_config)
+    label = run_program().one(LABEL)
+    assert set(label.plain) == {"node", "label", "value", "service", "__provider"}
+    shown = repr({k: v for k, v in label.plain.items() if k != "__provider"})
+    assert "/" not in shown and "manager.example.com" not in shown
+    # Nor in the provider's code and data that the state carries.
+    pickled = base64.b64decode(label.plain["__provider"])
+    assert b"ci-run-1" not in pickled and b"manager.example.com" not in pickled
 
 
 # --- TLS modes -------------------------------------------------------------------

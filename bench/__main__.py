@@ -164,7 +164,7 @@ def main(argv: list[str]) -> int:
         return 2
     json_path = Path(args.json)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    png_path = Path(args.plot) if args.plot else json_path.with_suffix(".png")
+    png_path = Path(args.plot) if args.plot else plot_path(json_path)
     params = Params(runs=args.runs, size_mb=args.size_mb, rtt_ms=args.rtt_ms, mbit=args.mbit)
     results: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -218,6 +218,12 @@ def main(argv: list[str]) -> int:
         plot(results, png_path)
         say(f"bench: plot written to {png_path}")
     return 0
+
+
+def plot_path(json_path: Path) -> Path:
+    """The plot beside the JSON: its name less a .json suffix, plus .png (a name
+    like tmp.X keeps its dot: tmp.X.png, never tmp.png)."""
+    return json_path.with_name(json_path.name.removesuffix(".json") + ".png")
 
 
 if __name__ == "__main__":

@@ -88,7 +88,6 @@ def run_caches(n: int) -> FastMocks:
     what it registered."""
     from components.cache import MsrCache, MsrCacheArgs
     from components.msr_ca import resolve_msr_ca
-    from components.node_label import docker_connection
     from components.settings import parse_settings
 
     mocks = FastMocks()
@@ -97,15 +96,12 @@ def run_caches(n: int) -> FastMocks:
 
     @pulumi.runtime.test
     def body() -> Any:
-        connection = docker_connection()
         outputs: list[pulumi.Output[Any]] = []
         for i in range(n):
             settings = parse_settings(cache_config(i))
             cache = MsrCache(
                 f"msr-cache-{i}",
-                MsrCacheArgs(
-                    settings=settings, stack=STACK, msr_ca_pem=resolve_msr_ca(settings), connection=connection
-                ),
+                MsrCacheArgs(settings=settings, stack=STACK, msr_ca_pem=resolve_msr_ca(settings)),
             )
             # What __main__.py exports, per cache.
             outputs += [

@@ -15,6 +15,7 @@ import re
 import shutil
 import ssl
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -837,7 +838,7 @@ def test_module_runs_as_a_command_without_the_cli() -> None:
     if shutil.which("pulumi") is not None:
         pytest.skip("the CLI is installed here")
     done = subprocess.run(
-        [str(ROOT / ".venv/bin/python"), "-m", "tools.test_cache", "dev"],
+        [sys.executable, "-m", "tools.test_cache", "dev"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr

@@ -378,3 +378,17 @@ def test_command_line() -> None:
             _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "down 2 bytes, up 2 bytes" in err
+
+
+@pytest.mark.parametrize(
+    ("json_name", "png_name"),
+    [
+        ("bench.json", "bench.png"),
+        ("tmp.X3f9", "tmp.X3f9.png"),
+        ("run.2026-12-01.json", "run.2026-12-01.png"),
+    ],
+)
+def test_the_benchmark_plot_goes_beside_its_json_whatever_the_dots(json_name: str, png_name: str) -> None:
+    from bench.__main__ import plot_path
+
+    assert plot_path(Path("/tmp") / json_name) == Path("/tmp") / png_name

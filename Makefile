@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: help venv lint unit e2e test up preview destroy rotate drift swarm-up swarm-down swarm-status packages images rehearse rehearse-down test-cache bench
+.PHONY: help venv policy-venv lock lint unit e2e test up preview destroy rotate drift engine-check swarm-up swarm-down swarm-status packages images rehearse rehearse-down test-cache bench
 
 help:
 	@echo "make up STACK=<env>       pulumi up for stacks/Pulumi.<env>.yaml (checks prerequisites first)"
@@ -25,14 +25,35 @@ help:
 	@echo "                          (BENCH_RUNS=3 BENCH_SIZE_MB=100 BENCH_RTT_MS=50 BENCH_MBIT=100 BENCH_JSON=<file>)"
 	@echo "make test-cache ENV=<env> deploy a throwaway copy of an env's cache, smoke-check it, destroy it"
 	@echo "                          (PULL=repo:tag, PORT=N, ADDRESS=host:port, CA_FILE=<pem>, KEEP=1)"
+	@echo "make engine-check         the real engine on the local swarm: dev stack up, preview with no"
+	@echo "                          changes, destroy, nothing left (needs Internet for the CLI and plugins)"
+	@echo "make lock                 recompile requirements*.lock from the requirements*.txt ranges (UPGRADE=1)"
 
-# The virtualenv Pulumi.yaml names; rebuilt when the requirements change.
-$(STAMP): requirements.txt requirements-dev.txt
+# Dependencies: the requirements*.txt files hold the ranges we accept; the
+# requirements*.lock files, compiled from them by `make lock`, pin every package
+# (and what it pulls in) to one version and its hashes, and are all that make and
+# CI install (README "Dependencies"). The provider SDKs pinned there also pin the
+# provider plugins the CLI uses.
+PIP_LOCKED := -m pip install --quiet --disable-pip-version-check --require-hashes -r
+
+# The virtualenv Pulumi.yaml names; brought in line with the lock whenever it changes.
+$(STAMP): requirements-dev.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) $(PIP_LOCKED) requirements-dev.lock
 	@touch $@
 
 venv: $(STAMP)
+
+# Recompiles the locks: the dev lock first, the others constrained to it, so one
+# package has one version everywhere. Versions already locked are kept unless
+# UPGRADE=1. Needs PyPI.
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock" $(if $(filter 1 yes true,$(UPGRADE)),--upgrade)
+lock: $(STAMP)
+	$(UV_COMPILE) requirements-dev.txt -o requirements-dev.lock
+	$(UV_COMPILE) requirements.txt -c requirements-dev.lock -o requirements.lock
+	$(UV_COMPILE) requirements-bench.txt -c requirements-dev.lock -o requirements-bench.lock
+	$(UV_COMPILE) policy/requirements.txt -c requirements-dev.lock -o policy/requirements.lock
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -78,20 +99,41 @@ packages:
 
 test: lint packages unit e2e
 
-# The policy pack's own virtualenv, which policy/PulumiPolicy.yaml names.
+# The policy pack's own virtualenv, which policy/PulumiPolicy.yaml names: the
+# pack's lock, then the project itself (editable, without its dependencies, which
+# the lock already holds, and without build isolation, so nothing unpinned is
+# fetched), so the pack imports the program's own rules (components/rules.py).
 POLICY_STAMP := policy/venv/.installed
-$(POLICY_STAMP): policy/requirements.txt
+$(POLICY_STAMP): policy/requirements.lock pyproject.toml
 	@test -x policy/venv/bin/python || $(PYTHON) -m venv policy/venv
-	policy/venv/bin/pip install --quiet --disable-pip-version-check -r policy/requirements.txt
+	policy/venv/bin/python $(PIP_LOCKED) policy/requirements.lock
+	policy/venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-index \
+	  --no-build-isolation --editable .
 	@touch $@
+
+policy-venv: $(POLICY_STAMP)
 
 # up, preview and rotate run with the policy pack; rotate replaces the key and
 # certificate now; drift fails when the swarm differs from the state.
-up preview rotate: $(STAMP) $(POLICY_STAMP)
+# First the set-up and checks that take seconds (stack file, Pulumi CLI, backend,
+# swarm: scripts/pulumi-stack.sh prepare), then the virtualenvs (the policy pack's
+# takes about 30 s the first time), then pulumi. The order is in the recipe, not
+# in the prerequisites, so that it holds under make -j too.
+up preview rotate:
+	@scripts/pulumi-stack.sh prepare $@ "$(STACK)"
+	@$(MAKE) --no-print-directory $(STAMP) $(POLICY_STAMP)
 	@scripts/pulumi-stack.sh $@ "$(STACK)"
 
-destroy drift: $(STAMP)
+destroy drift:
+	@scripts/pulumi-stack.sh prepare $@ "$(STACK)"
+	@$(MAKE) --no-print-directory $(STAMP)
 	@scripts/pulumi-stack.sh $@ "$(STACK)"
+
+# The real engine (pulumi up, preview --expect-no-changes, destroy, nothing left)
+# for the dev stack on the local swarm, with the stand-in images: what the
+# `engine` GitHub workflow runs. Needs the Pulumi CLI and its plugins, so Internet.
+engine-check: $(STAMP) $(POLICY_STAMP)
+	@scripts/engine-check.sh
 
 # A stack rehearsed on the local swarm; see README "Rehearsal".
 KEEPING := $(filter 1 yes true,$(KEEP))
@@ -129,8 +171,8 @@ test-cache: $(STAMP) $(POLICY_STAMP)
 
 # The benchmark (README "Benchmark"): its plot needs matplotlib, kept out of make test.
 BENCH_STAMP := $(VENV)/.bench-installed
-$(BENCH_STAMP): requirements-bench.txt $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+$(BENCH_STAMP): requirements-bench.lock $(STAMP)
+	$(PY) $(PIP_LOCKED) requirements-bench.lock
 	@touch $@
 
 bench: $(BENCH_STAMP)

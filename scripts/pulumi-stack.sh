@@ -2,34 +2,110 @@
 # `make up|preview|destroy|rotate|drift STACK=<env>`: run pulumi for one stack,
 # after checking everything a newcomer may be missing, each with what to do about it.
 #
+#   prepare ACTION STACK
+#           only the set-up and the checks, which take seconds: make runs this
+#           first, then builds the virtualenvs (the policy pack's takes ~30 s),
+#           then runs ACTION, which repeats the (then instant) checks
 #   rotate  pulumi up, replacing the cache's private key now (forced rotation):
 #           the certificate and both Swarm secrets follow, the service is updated
 #           in place
 #   drift   pulumi refresh --preview-only --expect-no-changes: fails when the swarm
 #           no longer matches the state (label removed by hand, service edited)
+#
+# Set-up it does by itself (README "The two commands"):
+#   - no `pulumi` on PATH: installs the pinned CLI (scripts/pulumi-cli.env) into
+#     .pulumi/bin, checksum verified (scripts/install-pulumi.sh)
+#   - dev only, no backend logged in (or dev's state already there): keeps dev's
+#     state in .pulumi/state, a local file backend inside this checkout, with a
+#     generated passphrase in .pulumi/dev-passphrase; staging and prod need an
+#     explicit `pulumi login`, so that their state never lands on a laptop by accident
+#   - dev only, no docker:host, no DOCKER_HOST and no Swarm manager on the local
+#     socket: uses, or starts, the local swarm (scripts/swarm.sh, as `make swarm-up`)
+#
+# For tests: MSRC_PULUMI_DIR (default .pulumi) and MSRC_SWARM_SH (default
+# scripts/swarm.sh).
 set -uo pipefail
 
+preparing=
+if [ "${1:-}" = prepare ]; then
+  preparing=1
+  shift
+fi
 action=${1:-}
 stack=${2:-}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+pulumi_dir=${MSRC_PULUMI_DIR:-$root/.pulumi}
+swarm_sh=${MSRC_SWARM_SH:-$root/scripts/swarm.sh}
 
 fail() { printf 'msr-cache: %s\n' "$*" >&2; exit 1; }
+# What the set-up did: said once, by `prepare`.
+note() { [ -z "$preparing" ] || printf 'msr-cache: %s\n' "$*" >&2; }
 
 [ -n "$stack" ] || fail "say which stack: make $action STACK=<env>, one of: $(ls stacks | sed -n 's/^Pulumi\.\(.*\)\.yaml$/\1/p' | grep -v '^test-' | xargs)"
 [ -f "stacks/Pulumi.$stack.yaml" ] || fail "no stacks/Pulumi.$stack.yaml; copy one of the files in stacks/ and edit it"
 
-command -v pulumi >/dev/null 2>&1 || fail "the Pulumi CLI is not installed (https://www.pulumi.com/docs/install/); \
-it downloads its own provider plugins, so run this on a machine with Internet access"
+# --- The Pulumi CLI -------------------------------------------------------------
+# One installed into the project before wins over the one on PATH.
+if [ -x "$pulumi_dir/bin/pulumi" ]; then PATH="$pulumi_dir/bin:$PATH"; fi
+if ! command -v pulumi >/dev/null 2>&1; then
+  note "the Pulumi CLI is not installed: installing the pinned version into $pulumi_dir/bin (scripts/pulumi-cli.env)"
+  bin=$("$root/scripts/install-pulumi.sh" "$pulumi_dir") ||
+    fail "the Pulumi CLI is not installed (https://www.pulumi.com/docs/install/), and installing the pinned \
+version into $pulumi_dir/bin failed (above); it downloads its own provider plugins too, so run this on a \
+machine with Internet access"
+  PATH="$bin:$PATH"
+fi
+
+# --- The state backend ----------------------------------------------------------
+# dev, with no backend chosen: the project's own file backend. Once dev's state is
+# there it stays there, even after a `pulumi login`, so that it is not orphaned
+# (remove .pulumi/state after `pulumi stack export`/`import` to move it).
+if [ "$stack" = dev ] && [ -z "${PULUMI_BACKEND_URL:-}" ] &&
+  { [ -d "$pulumi_dir/state/.pulumi" ] || ! pulumi whoami >/dev/null 2>&1; }; then
+  mkdir -p "$pulumi_dir/state" || fail "cannot create $pulumi_dir/state for dev's local state"
+  export PULUMI_BACKEND_URL="file://$pulumi_dir/state"
+  note "dev: keeping the stack's state in $pulumi_dir/state (a local file backend in this checkout, \
+as no backend is logged in); \`pulumi login\` is needed for staging and prod"
+  if [ -z "${PULUMI_CONFIG_PASSPHRASE:-}" ] && [ -z "${PULUMI_CONFIG_PASSPHRASE_FILE:-}" ]; then
+    if [ ! -s "$pulumi_dir/dev-passphrase" ]; then
+      (umask 077 && head -c 32 /dev/urandom | base64 >"$pulumi_dir/dev-passphrase") ||
+        fail "cannot write $pulumi_dir/dev-passphrase (dev's secrets passphrase)"
+      note "dev: its secrets are encrypted with a generated passphrase, kept in $pulumi_dir/dev-passphrase"
+    fi
+    export PULUMI_CONFIG_PASSPHRASE_FILE="$pulumi_dir/dev-passphrase"
+  fi
+fi
 
 pulumi whoami >/dev/null 2>&1 || fail "Pulumi is not logged in to a state backend: run \`pulumi login\` \
 (or \`pulumi login --local\` / \`pulumi login s3://...\` for a self-managed backend)"
 
+# --- The swarm ------------------------------------------------------------------
 command -v docker >/dev/null 2>&1 || fail "the docker CLI is not installed; it is needed to reach the swarm"
-if ! docker_host=$(pulumi config get docker:host --stack "$stack" 2>/dev/null); then docker_host=${DOCKER_HOST:-}; fi
-DOCKER_HOST=$docker_host timeout 20 docker info --format '{{.Swarm.ControlAvailable}}' 2>/dev/null | grep -qx true \
-  || fail "cannot reach a Swarm manager at ${docker_host:-the local socket}: set DOCKER_HOST (or \
+manager_answers() {
+  DOCKER_HOST=$1 timeout 20 docker info --format '{{.Swarm.ControlAvailable}}' 2>/dev/null | grep -qx true
+}
+configured=
+if docker_host=$(pulumi config get docker:host --stack "$stack" 2>/dev/null); then configured=1; else docker_host=${DOCKER_HOST:-}; fi
+if ! manager_answers "$docker_host" && [ "$stack" = dev ] && [ -z "$configured" ] && [ -z "${DOCKER_HOST:-}" ]; then
+  # dev's cacheNode is `self`: the manager, here msrc-manager of the local swarm.
+  if ! "$swarm_sh" status >/dev/null 2>&1; then
+    note "dev: no Swarm manager on the local socket: starting the local swarm (make swarm-up; make swarm-down removes it)"
+    "$swarm_sh" up >&2 || fail "cannot reach a Swarm manager on the local socket, and the local swarm did not start (above)"
+    "$swarm_sh" status >/dev/null 2>&1 || fail "cannot reach a Swarm manager on the local socket, and the local \
+swarm cannot start here: $(cat build/swarm/unavailable 2>/dev/null || echo 'see above'). Set DOCKER_HOST to a \
+manager, or run \`docker swarm init\` on this engine"
+  fi
+  eval "$("$swarm_sh" env)"
+  docker_host=${DOCKER_HOST:-}
+  note "dev: using the local swarm (DOCKER_HOST=$docker_host; cacheNode self is its manager). Its nodes pull \
+only from its own registry (${MSRC_REGISTRY:-}), not Docker Hub: set msr-cache:image to an image there, or see \
+it work with \`make rehearse STACK=dev\`"
+fi
+manager_answers "$docker_host" || fail "cannot reach a Swarm manager at ${docker_host:-the local socket}: set DOCKER_HOST (or \
 \`pulumi config set docker:host ...\`), or load an MKE client bundle (source env.sh)"
+
+[ -z "$preparing" ] || exit 0
 
 case "$action" in
   rotate)

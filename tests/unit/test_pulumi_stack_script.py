@@ -1,10 +1,17 @@
 """scripts/pulumi-stack.sh (make up/preview/destroy/rotate/drift) with stand-in
-`pulumi` and `docker` commands that record what they are asked to run."""
+`pulumi`, `docker`, `curl` and swarm.sh commands that record what they are asked
+to run. Nothing is downloaded: the stand-in curl serves a tarball made here, or
+fails as it does on a machine without Internet access."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import re
+import stat
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -16,8 +23,10 @@ SCRIPT = ROOT / "scripts/pulumi-stack.sh"
 
 FAKE_PULUMI = """#!/bin/sh
 echo "$*" >> "$RECORD"
+echo "$1 backend=${PULUMI_BACKEND_URL:-} passphrase=${PULUMI_CONFIG_PASSPHRASE_FILE:-}" \\
+  "docker=${DOCKER_HOST:-}" >> "$RECORD.env"
 case "$1" in
-  whoami) [ -z "$NO_LOGIN" ] ;;
+  whoami) [ -z "$NO_LOGIN" ] || [ -n "$PULUMI_BACKEND_URL" ] ;;
   config)
     if [ "$2 $3 $4" = "get --path tls.mode" ] && [ -n "$TLS_MODE" ]; then echo "$TLS_MODE"; exit 0; fi
     exit 1 ;;
@@ -25,8 +34,31 @@ case "$1" in
   *) exit 0 ;;
 esac
 """
+# A manager answers on the local socket, unless MANAGER names the only host that has one.
 FAKE_DOCKER = """#!/bin/sh
-echo true
+if [ -n "$MANAGER" ] && [ "${DOCKER_HOST:-}" != "$MANAGER" ]; then echo false; else echo true; fi
+"""
+# curl -o FILE URL: serves $TARBALL, or fails like curl without a network.
+FAKE_CURL = """#!/bin/sh
+out=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -o) out=$2; shift ;;
+    http*) echo "$1" >> "$RECORD.curl" ;;
+  esac
+  shift
+done
+if [ -z "$TARBALL" ]; then echo "curl: (6) Could not resolve host: get.pulumi.com" >&2; exit 6; fi
+cp "$TARBALL" "$out"
+"""
+# scripts/swarm.sh: `up` brings it up unless SWARM_CANNOT_START; `env` points at it.
+FAKE_SWARM = """#!/bin/sh
+echo "swarm $*" >> "$RECORD"
+case "$1" in
+  status) [ -f "$SWARM_UP" ] ;;
+  up) [ -n "$SWARM_CANNOT_START" ] || touch "$SWARM_UP" ;;
+  env) [ -f "$SWARM_UP" ] && echo "export DOCKER_HOST=$MANAGER MSRC_REGISTRY=10.77.0.13:5999" ;;
+esac
 """
 
 
@@ -34,19 +66,29 @@ echo true
 def env(tmp_path: Path) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, text in (("pulumi", FAKE_PULUMI), ("docker", FAKE_DOCKER)):
+    for name, text in (("pulumi", FAKE_PULUMI), ("docker", FAKE_DOCKER), ("curl", FAKE_CURL)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
+    swarm = tmp_path / "swarm.sh"
+    swarm.write_text(FAKE_SWARM)
+    swarm.chmod(0o755)
     return {
         "PATH": f"{bin_dir}:/usr/bin:/bin",
         "RECORD": str(tmp_path / "calls"),
         "HOME": str(tmp_path),
+        "MSRC_PULUMI_DIR": str(tmp_path / "project-pulumi"),
+        "MSRC_SWARM_SH": str(swarm),
+        "SWARM_UP": str(tmp_path / "swarm-is-up"),
     }
 
 
 def run(action: str, stack: str, env: dict[str, str], **extra: str) -> tuple[int, str, list[str]]:
+    return run_args([action, stack], env, **extra)
+
+
+def run_args(args: list[str], env: dict[str, str], **extra: str) -> tuple[int, str, list[str]]:
     proc = subprocess.run(
-        ["bash", str(SCRIPT), action, stack],
+        ["bash", str(SCRIPT), *args],
         cwd=ROOT,
         env={**env, **extra},
         capture_output=True,
@@ -57,6 +99,12 @@ def run(action: str, stack: str, env: dict[str, str], **extra: str) -> tuple[int
     record = Path(env["RECORD"])
     calls = record.read_text().splitlines() if record.exists() else []
     return proc.returncode, proc.stderr, calls
+
+
+def pulumi_env(env: dict[str, str], command: str) -> str:
+    """What the stand-in pulumi saw in its environment for its last `command`."""
+    lines = Path(env["RECORD"] + ".env").read_text().splitlines()
+    return [line for line in lines if line.startswith(command + " ")][-1]
 
 
 @pytest.mark.skipif(not (ROOT / ".venv/bin/python").exists(), reason="needs the project's .venv (make venv)")
@@ -101,12 +149,144 @@ def test_destroy_of_a_stack_that_does_not_exist_creates_nothing(env: dict[str, s
     [({"NO_LOGIN": "1"}, "not logged in to a state backend"), ({}, "no stacks/Pulumi.nope.yaml")],
 )
 def test_missing_pieces_are_named(env: dict[str, str], extra: dict[str, str], message: str) -> None:
-    stack = "nope" if not extra else "dev"
+    stack = "nope" if not extra else "staging"
     code, err, _ = run("drift", stack, env, **extra)
     assert code == 1 and message in err
 
 
-def test_no_pulumi_cli_is_named(env: dict[str, str]) -> None:
+def remove_pulumi(env: dict[str, str]) -> None:
     os.remove(Path(env["PATH"].split(":")[0]) / "pulumi")
-    code, err, _ = run("up", "dev", env)
-    assert code == 1 and "the Pulumi CLI is not installed" in err
+
+
+def pulumi_tarball(tmp_path: Path) -> tuple[Path, str]:
+    """A release-shaped tarball (pulumi/pulumi, ...) holding the stand-in pulumi."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, text in (("pulumi/pulumi", FAKE_PULUMI), ("pulumi/pulumi-language-python", "#!/bin/sh\n")):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755
+            tar.addfile(info, io.BytesIO(data))
+    path = tmp_path / "served.tar.gz"
+    path.write_bytes(buf.getvalue())
+    return path, hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def pinned() -> tuple[str, str]:
+    text = (ROOT / "scripts/pulumi-cli.env").read_text()
+    version = re.search(r"^PULUMI_CLI_VERSION=(\S+)$", text, re.M)
+    sha = re.search(r"^PULUMI_CLI_SHA256_LINUX_X64=([0-9a-f]{64})$", text, re.M)
+    assert version and sha
+    return version.group(1), sha.group(1)
+
+
+def test_no_cli_and_no_internet_names_the_cli_and_the_download(env: dict[str, str]) -> None:
+    remove_pulumi(env)
+    code, err, calls = run("up", "dev", env)
+    version, _ = pinned()
+    assert code == 1
+    assert "the Pulumi CLI is not installed (https://www.pulumi.com/docs/install/)" in err
+    assert f"could not download https://get.pulumi.com/releases/sdk/pulumi-v{version}-linux-x64.tar.gz" in err
+    assert not (Path(env["MSRC_PULUMI_DIR"]) / "bin").exists()
+    assert not any(c.startswith("up") for c in calls)
+
+
+def test_no_cli_installs_the_pinned_version_into_the_project(env: dict[str, str], tmp_path: Path) -> None:
+    remove_pulumi(env)
+    tarball, sha = pulumi_tarball(tmp_path)
+    code, err, calls = run(
+        "up", "dev", env, TARBALL=str(tarball), MSRC_PULUMI_VERSION="3.999.0", MSRC_PULUMI_SHA256=sha
+    )
+    assert code == 0, err
+    installed = Path(env["MSRC_PULUMI_DIR"]) / "bin/pulumi"
+    assert installed.stat().st_mode & stat.S_IXUSR
+    assert Path(env["RECORD"] + ".curl").read_text().split() == [
+        "https://get.pulumi.com/releases/sdk/pulumi-v3.999.0-linux-x64.tar.gz"
+    ]
+    assert calls[-1] == "up --stack dev --policy-pack policy"
+
+
+def test_a_download_with_another_checksum_installs_nothing(env: dict[str, str], tmp_path: Path) -> None:
+    remove_pulumi(env)
+    tarball, sha = pulumi_tarball(tmp_path)
+    code, err, calls = run("up", "dev", env, TARBALL=str(tarball))
+    assert code == 1
+    assert f"has sha256 {sha}, not the pinned {pinned()[1]}" in err
+    assert "the Pulumi CLI is not installed" in err
+    assert not (Path(env["MSRC_PULUMI_DIR"]) / "bin").exists()
+    assert calls == []
+
+
+def test_dev_without_a_backend_keeps_its_state_in_the_project(env: dict[str, str]) -> None:
+    code, err, _ = run_args(["prepare", "up", "dev"], env, NO_LOGIN="1")
+    assert code == 0, err
+    state = Path(env["MSRC_PULUMI_DIR"]) / "state"
+    assert "dev: keeping the stack's state in" in err
+    assert "`pulumi login` is needed for staging and prod" in err
+    code, err, calls = run("up", "dev", env, NO_LOGIN="1")
+    assert code == 0, err
+    passphrase = Path(env["MSRC_PULUMI_DIR"]) / "dev-passphrase"
+    assert pulumi_env(env, "up") == f"up backend=file://{state} passphrase={passphrase} docker="
+    assert stat.S_IMODE(passphrase.stat().st_mode) == 0o600
+    assert calls[-1] == "up --stack dev --policy-pack policy"
+
+
+def test_dev_state_stays_in_the_project_after_a_login(env: dict[str, str]) -> None:
+    state = Path(env["MSRC_PULUMI_DIR"]) / "state"
+    (state / ".pulumi").mkdir(parents=True)
+    code, err, _ = run("preview", "dev", env)
+    assert code == 0, err
+    assert pulumi_env(env, "preview").startswith(f"preview backend=file://{state} ")
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_staging_and_prod_need_an_explicit_login(env: dict[str, str], stack: str) -> None:
+    code, err, calls = run("up", stack, env, NO_LOGIN="1")
+    assert code == 1 and "not logged in to a state backend: run `pulumi login`" in err
+    assert not (Path(env["MSRC_PULUMI_DIR"]) / "state").exists()
+    assert not any(c.startswith("up") for c in calls)
+
+
+def test_dev_starts_the_local_swarm_when_no_manager_answers(env: dict[str, str]) -> None:
+    manager = "unix:///tmp/msrc-swarm/msrc-manager/docker.sock"
+    code, err, calls = run_args(["prepare", "up", "dev"], env, MANAGER=manager)
+    assert code == 0, err
+    assert "swarm up" in calls
+    assert "dev: using the local swarm" in err and "10.77.0.13:5999" in err
+    code, err, calls = run("up", "dev", env, MANAGER=manager)
+    assert code == 0, err
+    assert calls.count("swarm up") == 1
+    assert pulumi_env(env, "up").endswith(f"docker={manager}")
+
+
+def test_dev_uses_a_local_swarm_that_is_up(env: dict[str, str]) -> None:
+    Path(env["SWARM_UP"]).touch()
+    manager = "unix:///tmp/msrc-swarm/msrc-manager/docker.sock"
+    code, err, calls = run("up", "dev", env, MANAGER=manager)
+    assert code == 0, err
+    assert "swarm up" not in calls
+    assert pulumi_env(env, "up").endswith(f"docker={manager}")
+
+
+def test_dev_where_the_local_swarm_cannot_start(env: dict[str, str]) -> None:
+    code, err, calls = run_args(
+        ["prepare", "up", "dev"], env, MANAGER="unix:///nowhere.sock", SWARM_CANNOT_START="1"
+    )
+    assert code == 1
+    assert "cannot reach a Swarm manager on the local socket, and the local swarm cannot start here" in err
+    assert not any(c.startswith("up") for c in calls)
+
+
+@pytest.mark.parametrize("extra", [{}, {"DOCKER_HOST": "tcp://mke.example.com:443"}])
+def test_no_local_swarm_for_staging_or_an_explicit_host(env: dict[str, str], extra: dict[str, str]) -> None:
+    stack = "staging" if not extra else "dev"
+    code, err, calls = run("up", stack, env, MANAGER="unix:///nowhere.sock", **extra)
+    assert code == 1 and "cannot reach a Swarm manager at" in err
+    assert not any(c.startswith("swarm") for c in calls)
+
+
+def test_prepare_runs_no_pulumi_command_that_changes_anything(env: dict[str, str]) -> None:
+    code, err, calls = run_args(["prepare", "up", "dev"], env, NO_STACK="1")
+    assert code == 0, err
+    assert {c.split()[0] for c in calls} == {"whoami", "config"}

@@ -3,6 +3,7 @@ preview covers every stack with the policy pack and the least permissions."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,44 @@ def test_the_test_workflow_runs_make_test() -> None:
     steps = load("test.yml")["jobs"]
     commands = [s.get("run", "") for job in steps.values() for s in job["steps"]]
     assert any("make test" in c for c in commands)
+
+
+def run_steps(name: str) -> list[str]:
+    return [s.get("run", "") for job in load(name)["jobs"].values() for s in job["steps"]]
+
+
+def test_workflows_install_python_packages_only_from_the_hashed_locks() -> None:
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for command in run_steps(path.name):
+            for line in command.replace("\\\n", " ").splitlines():
+                if re.search(r"pip(\[@\]\}\")? install", line):
+                    assert ("--require-hashes -r " in line and ".lock" in line) or "--no-index" in line, (
+                        f"{path.name}: {line.strip()}"
+                    )
+
+
+def test_the_engine_job_runs_the_real_engine_on_every_pull_request() -> None:
+    doc = load("engine.yml")
+    assert "pull_request" in doc["on"] and doc["permissions"] == {"contents": "read"}
+    commands = run_steps("engine.yml")
+    install = next(i for i, c in enumerate(commands) if "scripts/install-pulumi.sh" in c)
+    engine = next(i for i, c in enumerate(commands) if "scripts/engine-check.sh" in c)
+    assert any("make venv policy-venv" in c for c in commands[:engine])
+    assert install < engine
+    # The CLI installed by a step is the one the (root) engine step finds.
+    assert "$GITHUB_PATH" in commands[install]
+    assert "--preserve-env=CI,PATH" in commands[engine]
+
+
+def test_the_engine_check_goes_up_previews_destroys_and_looks_for_leftovers() -> None:
+    lines = [line.strip() for line in (ROOT / "scripts/engine-check.sh").read_text().splitlines()]
+    order = [
+        next(i for i, line in enumerate(lines) if line.startswith(prefix))
+        for prefix in (
+            "pulumi up --stack",
+            'pulumi preview --stack "$STACK" --expect-no-changes',
+            "pulumi destroy --stack",
+            'ids=$(docker "$kind" ls --quiet --filter "label=$LABEL")',
+        )
+    ]
+    assert order == sorted(order)

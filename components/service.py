@@ -9,6 +9,15 @@ services:
              restart_policy: {condition: on-failure}}
     configs: [config.yml]
     secrets: [dtr.cert.pem, cache.cert.pem, cache.key.pem]
+
+Where it departs from that file:
+- config.yml is mounted as a Swarm *secret* at /config.yml, not a config: it
+  holds http.secret, and `docker config inspect` shows a config's data to any
+  API client (Swarm honours an absolute target for a secret);
+- the secret files' mode and owner come from `secretFiles` (Swarm's 0444,
+  uid 0 and gid 0 by default, as the documented file gets);
+- a failed update rolls back instead of pausing (Swarm's default), and
+  `storage: volume` adds a named volume for the cached layers.
 """
 
 from __future__ import annotations
@@ -19,10 +28,9 @@ import pulumi
 import pulumi_docker as docker
 
 from components.registry_config import CONTAINER_PORT, STORAGE_ROOT
-from components.settings import StorageSettings
+from components.settings import SecretFilesSettings, StorageSettings
 from components.swarm_files import SecretMount
 
-SECRET_FILE_MODE = 0o400
 # Swarm's own defaults, written out: the provider otherwise reports a "0s"
 # change on every run (pulumi-docker #1285).
 RESTART_DELAY = "5s"
@@ -31,6 +39,19 @@ RESTART_WINDOW = "0s"
 # the update instead of being reported as created.
 CONVERGE_DELAY = "5s"
 CONVERGE_TIMEOUT = "5m"
+# After each task update Swarm watches the new task this long; a task that
+# fails in that time (image not found, config.yml or key refused, crash at
+# start) fails the update, and the update rolls back to the previous spec
+# instead of pausing (Swarm's default failure action) with the cache down.
+# `pulumi up` then reports the update as failed ("rollback completed").
+UPDATE_MONITOR = "10s"
+UPDATE_FAILURE_ACTION = "rollback"
+# A rollback that fails too stops where it is (Swarm's default, written out).
+ROLLBACK_FAILURE_ACTION = "pause"
+# The volume's triggers of replacement that a setting can change: Docker
+# cannot change a volume's driver or options in place, and the provider
+# would replace the volume under the same name (see CacheService).
+VOLUME_IGNORED_CHANGES = ["labels", "driver", "driverOpts"]
 
 
 @dataclass
@@ -39,10 +60,12 @@ class CacheServiceArgs:
     """Swarm service name, fixed so a replacement deletes the old service first."""
     image: str
     secrets: list[SecretMount]
-    config_id: pulumi.Input[str]
-    config_name: pulumi.Input[str]
-    config_file: str
-    """Where config.yml is mounted; also the entrypoint's argument."""
+    """The PEM files, under /run/secrets."""
+    config: SecretMount
+    """config.yml, a Swarm secret mounted at its absolute path (config.file_name),
+    which is also the entrypoint's argument."""
+    secret_files: SecretFilesSettings
+    """Mode and owner of every mounted secret file."""
     constraint: pulumi.Input[str]
     """Placement constraint selecting the labelled node."""
     cache_port: int
@@ -52,6 +75,8 @@ class CacheServiceArgs:
     volume_name: str
     """Named volume for /var/lib/registry when storage.mode is volume."""
     labels: dict[str, str] = field(default_factory=dict)
+    volume_labels: dict[str, str] = field(default_factory=dict)
+    """Labels of the volume: only ones no setting changes (the stack's)."""
     wait_for: list[pulumi.Resource] = field(default_factory=list)
     """Resources the service must not be created before (the node label: without
     it the task has nowhere to run and would never converge)."""
@@ -72,15 +97,34 @@ class CacheService(pulumi.ComponentResource):
             # Driver options can carry credentials (a CIFS password in `o`): kept
             # secret in the state whether or not the operator stored them as one.
             driver_opts = pulumi.Output.secret(args.storage.driver_opts) if args.storage.driver_opts else None
+            # Replacing this volume can only hurt: its name is fixed, so a
+            # replacement "creates" the same volume (Docker answers with the
+            # existing one) and then deletes it, in use by the cache. So no
+            # setting but the name may replace it:
+            # - labels carry only the stack; ignore_changes also keeps stacks
+            #   deployed with the service name in the labels from a replacement;
+            # - driver and driverOpts apply when a volume is made (by Docker
+            #   here, by Swarm on the cache node from the mount below); a change
+            #   is not applied to an existing volume: set a new storage.volumeName
+            #   to move the cache to a volume with other options;
+            # - a new name is a new volume: created first, the service moved to
+            #   it, then the old one deleted (no longer in use), so the default
+            #   create-before-delete is the right order, not delete_before_replace.
+            # storage.retain (default true) keeps the volume and its layers when
+            # the stack is destroyed or the volume is renamed.
             volume = docker.Volume(
                 f"{name}-data",
                 name=args.volume_name,
                 driver=args.storage.driver,
                 driver_opts=driver_opts,
-                labels=[docker.VolumeLabelArgs(label=k, value=v) for k, v in sorted(args.labels.items())],
-                # Keep cached layers when only labels or options change; losing
-                # them costs a full re-fetch over the WAN.
-                opts=pulumi.ResourceOptions(parent=self),
+                labels=[
+                    docker.VolumeLabelArgs(label=k, value=v) for k, v in sorted(args.volume_labels.items())
+                ],
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    retain_on_delete=args.storage.retain,
+                    ignore_changes=VOLUME_IGNORED_CHANGES,
+                ),
             )
             self.volume_name = volume.name
             mounts.append(
@@ -105,22 +149,17 @@ class CacheService(pulumi.ComponentResource):
             task_spec=docker.ServiceTaskSpecArgs(
                 container_spec=docker.ServiceTaskSpecContainerSpecArgs(
                     image=args.image,
-                    commands=["/start.sh", args.config_file],
-                    configs=[
-                        docker.ServiceTaskSpecContainerSpecConfigArgs(
-                            config_id=args.config_id,
-                            config_name=args.config_name,
-                            file_name=args.config_file,
-                        )
-                    ],
+                    commands=["/start.sh", args.config.file_name],
                     secrets=[
                         docker.ServiceTaskSpecContainerSpecSecretArgs(
                             secret_id=s.secret_id,
                             secret_name=s.secret_name,
                             file_name=s.file_name,
-                            file_mode=SECRET_FILE_MODE,
+                            file_mode=args.secret_files.mode_bits,
+                            file_uid=str(args.secret_files.uid),
+                            file_gid=str(args.secret_files.gid),
                         )
-                        for s in args.secrets
+                        for s in [*args.secrets, args.config]
                     ],
                     mounts=mounts or None,
                 ),
@@ -142,7 +181,18 @@ class CacheService(pulumi.ComponentResource):
             ),
             # One replica owns the published port: the old task must stop
             # before the new one can bind it.
-            update_config=docker.ServiceUpdateConfigArgs(order="stop-first", parallelism=1),
+            update_config=docker.ServiceUpdateConfigArgs(
+                order="stop-first",
+                parallelism=1,
+                failure_action=UPDATE_FAILURE_ACTION,
+                monitor=UPDATE_MONITOR,
+            ),
+            rollback_config=docker.ServiceRollbackConfigArgs(
+                order="stop-first",
+                parallelism=1,
+                failure_action=ROLLBACK_FAILURE_ACTION,
+                monitor=UPDATE_MONITOR,
+            ),
             converge_config=docker.ServiceConvergeConfigArgs(delay=CONVERGE_DELAY, timeout=CONVERGE_TIMEOUT),
             # A fixed name and port cannot exist twice: replace by deleting first.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True, depends_on=args.wait_for),

@@ -2,7 +2,10 @@
 
 - `cache.cert.pem`, `cache.key.pem` and, when MSR's CA must be trusted,
   `dtr.cert.pem` as Swarm secrets;
-- `config.yml` as a Swarm config, with a random `http.secret`.
+- `config.yml`, with a random `http.secret`, as a Swarm secret too, mounted at
+  /config.yml: the documented stack file makes it a Swarm config, but any API
+  client can read a config's data (`docker config inspect`), and Swarm mounts
+  a secret at an absolute path as well.
 
 Swarm objects are immutable: new content means a new object. Names are left
 to Pulumi's auto-naming (logical name + random suffix), so a change creates the
@@ -68,10 +71,9 @@ class CacheFiles(pulumi.ComponentResource):
     """Secrets and config.yml for one cache."""
 
     secrets: list[SecretMount]
-    config_id: pulumi.Output[str]
-    config_name: pulumi.Output[str]
-    config_file: str
-    """Where the service mounts config.yml (the path the entrypoint is given)."""
+    """The PEM files, under /run/secrets."""
+    config: SecretMount
+    """config.yml, mounted at its absolute path (the path the entrypoint is given)."""
     config_yml: pulumi.Output[str]
     """The rendered config.yml (secret: it holds http.secret)."""
 
@@ -118,22 +120,15 @@ class CacheFiles(pulumi.ComponentResource):
         )
         # Already secret through http_secret.result; said explicitly, as it matters.
         self.config_yml = pulumi.Output.secret(rendered)
-        config = docker.ServiceConfig(
-            f"{name}-config",
-            data=self.config_yml.apply(b64),
-            labels=[docker.ServiceConfigLabelArgs(label=k, value=v) for k, v in sorted(args.labels.items())],
-            # ServiceConfig.data is not secret in the provider schema; this one
-            # holds http.secret.
-            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["data"]),
-        )
-        self.config_id = config.id
-        self.config_name = config.name
-        self.config_file = CONFIG_PATH
+        # A secret, not a ServiceConfig: it holds http.secret (see the module
+        # docstring). Stacks deployed as a config upgrade in place: this secret
+        # is created, the service updated to mount it, then the config deleted.
+        self.config = secret("config-yml", CONFIG_PATH, self.config_yml)
 
         self.register_outputs(
             {
                 "secretNames": [s.secret_name for s in self.secrets],
-                "configName": self.config_name,
+                "configName": self.config.secret_name,
                 "configYml": self.config_yml,
             }
         )

@@ -15,10 +15,10 @@ What a resource policy sees (pulumi-policy 1.21, ``policy.py`` ``Analyze`` and
   with ``UNKNOWN`` in those places, and every check reports nothing about what is
   ``UNKNOWN``; the same check runs again on ``pulumi up``, when the values are known.
 - Secret values arrive **decrypted and unmarked**: ``Analyze`` deserializes with
-  ``proxy_secrets=False``, which drops the secret wrapper. So the ServiceConfig's
-  ``data`` (base64 ``config.yml``, secret because it holds ``http.secret``) is
-  readable here whenever it is known; the TLS and blob-TTL policies read it. Messages
-  echo only the TLS paths and ``blobttl``, never other parts of ``config.yml``.
+  ``proxy_secrets=False``, which drops the secret wrapper. So the ``data`` of the
+  Swarm secret that holds ``config.yml`` (base64, secret because of ``http.secret``)
+  is readable here whenever it is known; the TLS and blob-TTL policies read it.
+  Messages echo only the TLS paths and ``blobttl``, never other parts of ``config.yml``.
 
 Limitation of the secret policy (``secret-inputs-marked-secret``): a policy cannot see
 whether an input value was passed as a secret. pulumi-policy strips the marker before
@@ -36,10 +36,14 @@ mocks (tests/unit/test_program.py), not by this pack.
 
 Other limits: a resource policy sees one resource, so the TLS policy checks both halves
 separately (the service mounts ``cache.cert.pem``/``cache.key.pem`` and a config at the
-path its entrypoint reads; every ServiceConfig's ``config.yml`` names exactly those two
-files in ``http.tls``) rather than following the service's ``configId`` to its config.
-Every ``docker:index/serviceConfig:ServiceConfig`` of this program is ``config.yml``;
-a ServiceConfig whose data is not base64 YAML is reported.
+path its entrypoint reads, as a secret; every ``config.yml`` names exactly those two
+files in ``http.tls``) rather than following the service's ``secretId`` to its secret.
+``config.yml`` is a ``docker:index/secret:Secret`` (it holds ``http.secret``, and any API
+client can read a Swarm config's data), told from the PEM secrets by its data: a secret
+whose data decodes to a YAML mapping is ``config.yml``. A
+``docker:index/serviceConfig:ServiceConfig`` is read as ``config.yml`` too (the program
+made one before it moved ``config.yml`` to a secret); one whose data is not base64 YAML
+is reported, and a service that mounts its ``config.yml`` from a config is refused.
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ SWARM_SECRET: Final = "docker:index/secret:Secret"  # noqa: S105
 PRIVATE_KEY: Final = "tls:index/privateKey:PrivateKey"
 LOCALLY_SIGNED_CERT: Final = "tls:index/locallySignedCert:LocallySignedCert"
 RANDOM_PASSWORD: Final = "random:index/randomPassword:RandomPassword"  # noqa: S105
+SELF_SIGNED_CERT: Final = "tls:index/selfSignedCert:SelfSignedCert"
+CERTIFICATES: Final = (SELF_SIGNED_CERT, LOCALLY_SIGNED_CERT)
 
 # The program's file layout (components/registry_config.py; the tests check they agree).
 # The pack runs in its own virtualenv without the program's modules, hence the copy.
@@ -87,6 +93,7 @@ SECRETS_DIR: Final = "/run/secrets"
 CACHE_CERT: Final = "cache.cert.pem"
 CACHE_KEY: Final = "cache.key.pem"
 STORAGE_ROOT: Final = "/var/lib/registry"
+CONFIG_PATH: Final = "/config.yml"
 
 
 # Properties that must be in additionalSecretOutputs, by resource type.
@@ -211,7 +218,7 @@ def check_image_pinned(
 
 
 # ---------------------------------------------------------------------------
-# config.yml, read from a ServiceConfig
+# config.yml, read from the Swarm secret (or a ServiceConfig) that holds it
 # ---------------------------------------------------------------------------
 
 
@@ -245,6 +252,17 @@ def _read_config(props: Mapping[str, Any]) -> _ConfigText:
     return _ConfigText(document, None)
 
 
+def _config_yml(resource_type: str, props: Mapping[str, Any]) -> _ConfigText | None:
+    """The config.yml this resource holds; None when it holds none (another type, or a
+    Swarm secret whose data is not a YAML mapping: a PEM, or not known yet)."""
+    if resource_type == SERVICE_CONFIG:
+        return _read_config(props)
+    if resource_type == SWARM_SECRET:
+        config = _read_config(props)
+        return config if config.document is not None else None
+    return None
+
+
 def _unreadable(resource_type: str, name: str, problem: str) -> str:
     return (
         f"{_what(resource_type, name)}: {problem}; expected the cache's config.yml "
@@ -270,9 +288,8 @@ def check_tls_configured(
     reads; config.yml's http.tls names those two files."""
     if resource_type == SERVICE:
         return _service_tls(resource_type, name, props)
-    if resource_type == SERVICE_CONFIG:
-        return _config_tls(resource_type, name, props)
-    return []
+    config = _config_yml(resource_type, props)
+    return [] if config is None else _config_tls(resource_type, name, config)
 
 
 def _service_tls(resource_type: str, name: str, props: Mapping[str, Any]) -> list[str]:
@@ -297,28 +314,34 @@ def _service_tls(resource_type: str, name: str, props: Mapping[str, Any]) -> lis
                     f"taskSpec.containerSpec.secrets with fileName {CACHE_CERT} and {CACHE_KEY}"
                 )
 
+    # config.yml: where the entrypoint reads it (its last argument), as a secret.
     configs = _known_list(container.get("configs"))
     commands = container.get("commands")
-    if configs is not None:
-        targets = [_get(c, "fileName") for c in configs]
-        if not configs:
-            problems.append(
-                f"{what}: mounts no config, so config.yml (which enables TLS) is missing; expected "
-                "taskSpec.containerSpec.configs with the cache's config.yml"
-            )
-        elif isinstance(commands, list) and commands and UNKNOWN not in targets:
-            wanted = commands[-1]
-            if isinstance(wanted, str) and wanted.startswith("/") and wanted not in targets:
+    wanted = CONFIG_PATH
+    if isinstance(commands, list) and commands and isinstance(commands[-1], str):
+        wanted = commands[-1] if commands[-1].startswith("/") else wanted
+    known = commands is None or (isinstance(commands, list) and UNKNOWN not in commands)
+    if known and configs is not None and secrets is not None:
+        config_targets = [_get(c, "fileName") for c in configs]
+        secret_targets = [_get(s, "fileName") for s in secrets]
+        if UNKNOWN not in config_targets + secret_targets:
+            if wanted in config_targets:
                 problems.append(
-                    f"{what}: the entrypoint reads {wanted}, but no config is mounted there "
-                    f"(configs at: {', '.join(str(t) for t in targets)}); expected a config with "
-                    f"fileName {wanted}"
+                    f"{what}: mounts {wanted} (config.yml, which holds http.secret) from a Swarm "
+                    "config, whose data any API client can read (docker config inspect); expected "
+                    f"it as a secret: taskSpec.containerSpec.secrets with fileName {wanted}"
+                )
+            elif wanted not in secret_targets:
+                shown = ", ".join(str(t) for t in secret_targets + config_targets) or "none"
+                problems.append(
+                    f"{what}: the entrypoint reads {wanted}, but nothing is mounted there (files: "
+                    f"{shown}), so config.yml (which enables TLS) is missing; expected "
+                    f"taskSpec.containerSpec.secrets with fileName {wanted} holding the cache's config.yml"
                 )
     return problems
 
 
-def _config_tls(resource_type: str, name: str, props: Mapping[str, Any]) -> list[str]:
-    config = _read_config(props)
+def _config_tls(resource_type: str, name: str, config: _ConfigText) -> list[str]:
     if config.problem:
         return [_unreadable(resource_type, name, config.problem)]
     if config.document is None:
@@ -411,9 +434,9 @@ def check_blob_ttl(
     resource_type: str, name: str, props: Mapping[str, Any], secret_outputs: Collection[str] = ()
 ) -> list[str]:
     """config.yml's downstream middleware has options.blobttl from 1h to 720h."""
-    if resource_type != SERVICE_CONFIG:
+    config = _config_yml(resource_type, props)
+    if config is None:
         return []
-    config = _read_config(props)
     if config.problem:
         return [_unreadable(resource_type, name, config.problem)]
     if config.document is None:
@@ -507,6 +530,31 @@ def check_replicas_shared_storage(
 Check = Callable[[str, str, Mapping[str, Any], Collection[str]], list[str]]
 
 
+# ---------------------------------------------------------------------------
+# 7. certificates renewed before they expire
+# ---------------------------------------------------------------------------
+
+
+def check_certificate_renewed(
+    resource_type: str, name: str, props: Mapping[str, Any], secret_outputs: Collection[str] = ()
+) -> list[str]:
+    """A certificate the program makes has earlyRenewalHours from 1 to below half
+    its validity, so a `pulumi up` in that window renews it before it expires."""
+    if resource_type not in CERTIFICATES:
+        return []
+    renew, validity = props.get("earlyRenewalHours"), props.get("validityPeriodHours")
+    if renew is UNKNOWN or validity is UNKNOWN:
+        return []
+    what = f"{_what(resource_type, name)}: earlyRenewalHours"
+    form = "from 1 to below half of validityPeriodHours (msr-cache:tls.renewBeforeHours)"
+    if not isinstance(renew, (int, float)) or renew < 1:
+        shown = renew if renew is not None else "not set"
+        return [f"{what} is {shown}: the certificate is never renewed and expires; expected {form}"]
+    if isinstance(validity, (int, float)) and renew * 2 >= validity:
+        return [f"{what} {renew} puts the certificate in its renewal window for good; expected {form}"]
+    return []
+
+
 @dataclass(frozen=True)
 class PolicySpec:
     name: str
@@ -541,6 +589,12 @@ SPECS: Final[tuple[PolicySpec, ...]] = (
         "blob-ttl-in-bounds",
         "config.yml's downstream blobttl is a Go duration from 1h to 720h (30 days).",
         check_blob_ttl,
+    ),
+    PolicySpec(
+        "certificate-renewed",
+        "A certificate the program makes is renewed by `pulumi up` before it expires "
+        "(earlyRenewalHours from 1 to below half its validity).",
+        check_certificate_renewed,
     ),
     PolicySpec(
         "replicas-need-shared-storage",

@@ -141,7 +141,8 @@ def test_secrets_and_config_reach_the_cache_node_where_config_yml_says(
     for path in files_named(config):
         result = container.exec_run(["/bin/busybox", "stat", "-c", "%a %u", path])
         assert result.exit_code == 0, f"{path} is not in the container"
-        assert result.output.decode().split() == ["400", "0"], path
+        # secretFiles' defaults: Swarm's own mode and owner, as the documented stack file gets.
+        assert result.output.decode().split() == ["444", "0"], path
 
 
 def test_a_wrong_upstream_ca_stops_the_cache_loudly(
@@ -297,7 +298,7 @@ def test_destroy_leaves_nothing_of_the_stack_on_any_node(
     rehearsal = rehearsals("e2e-destroy")
     deployed = deploy("e2e-destroy", {"storage": {"mode": "volume"}}, rehearsal=rehearsal)
     names = {r.created.outputs.get("name") for r in rehearsal.state.resources if r.typ.startswith("docker:")}
-    assert len(names) >= 6  # service, volume, config, three secrets
+    assert len(names) >= 6  # service, volume, three secrets and config.yml's
     (volume,) = pulumi_volumes(rehearsal)
     assert volume in {v.name for v in swarm.manager.client().volumes.list()}, (
         "Pulumi's volume is on the manager"

@@ -104,6 +104,14 @@ def integer(value: Any) -> int:
     return int(value)
 
 
+def ratio(value: Any) -> float:
+    """A fraction the provider sends as a string ("0.0" .. "1.0")."""
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise UnmappedInput(f"{value!r} is not a fraction from 0 to 1")
+    return number
+
+
 def label_list(items: list[dict[str, str]]) -> dict[str, str]:
     """[{label, value}] (the provider's form) as Docker's label map."""
     out = {}

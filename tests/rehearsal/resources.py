@@ -40,6 +40,7 @@ from tests.rehearsal.mapping import (
     label_list,
     nanoseconds,
     one_of,
+    ratio,
     translate,
 )
 
@@ -427,18 +428,25 @@ PORT = {
     "publishMode": Field("PublishMode", one_of("ingress", "host")),
     "name": Field("Name"),
 }
+# update_config and rollback_config: the same fields, except what a failure may do.
+UPDATE = {
+    "order": Field("Order", one_of("stop-first", "start-first")),
+    "parallelism": Field("Parallelism", integer),
+    "delay": Field("Delay", nanoseconds),
+    "monitor": Field("Monitor", nanoseconds),
+    "maxFailureRatio": Field("MaxFailureRatio", ratio),
+}
+UPDATE_FAILURE = one_of("pause", "continue", "rollback")
+ROLLBACK_FAILURE = one_of("pause", "continue")
 SERVICE = {
     "name": Field("Name"),
     "labels": Field("Labels", label_list),
     "taskSpec": Field("TaskTemplate", TASK),
     "mode": Field("Mode", {"replicated": Field("Replicated", {"replicas": Field("Replicas", integer)})}),
     "endpointSpec": Field("EndpointSpec", {"ports": Field("Ports", [PORT])}),
-    "updateConfig": Field(
-        "UpdateConfig",
-        {
-            "order": Field("Order", one_of("stop-first", "start-first")),
-            "parallelism": Field("Parallelism", integer),
-        },
+    "updateConfig": Field("UpdateConfig", UPDATE | {"failureAction": Field("FailureAction", UPDATE_FAILURE)}),
+    "rollbackConfig": Field(
+        "RollbackConfig", UPDATE | {"failureAction": Field("FailureAction", ROLLBACK_FAILURE)}
     ),
     # Not sent to Docker: how long `pulumi up` waits for the service to run.
     "convergeConfig": Field(None, {"delay": Field(None), "timeout": Field(None)}),
@@ -463,6 +471,7 @@ class Service:
             "labels": spec.get("Labels"),
             "mode": spec.get("Mode"),
             "update_config": spec.get("UpdateConfig"),
+            "rollback_config": spec.get("RollbackConfig"),
             "endpoint_spec": spec.get("EndpointSpec"),
         }
 
@@ -479,10 +488,16 @@ class Service:
             return None
         spec = self.spec(old.outputs["name"], inputs)
         current = ctx.client.api.inspect_service(old.id)
+        # A new task template replaces the task: until Swarm starts its update
+        # (UpdateStatus is reset by the update call) the old task still runs,
+        # and must not count as the update's.
+        stale: set[str] = set()
+        if old_inputs.get("taskSpec") != inputs.get("taskSpec"):
+            stale = {t["ID"] for t in ctx.client.api.tasks(filters={"service": old.id})}
         ctx.client.api.update_service(
             old.id, current["Version"]["Index"], name=current["Spec"]["Name"], **self.fields(spec)
         )
-        self.converge(ctx, old.id, inputs, updated=True)
+        self.converge(ctx, old.id, inputs, updated=True, stale=stale)
         return Created(old.id, dict(old.outputs))
 
     def delete(self, ctx: Context, old: Created) -> None:
@@ -498,8 +513,16 @@ class Service:
         raise TimeoutError(f"the containers of service {old.outputs['name']} did not go away within 60 s")
 
     @staticmethod
-    def converge(ctx: Context, service_id: str, inputs: dict[str, Any], updated: bool = False) -> None:
-        """Wait, as the provider does with convergeConfig, until the task runs."""
+    def converge(
+        ctx: Context,
+        service_id: str,
+        inputs: dict[str, Any],
+        updated: bool = False,
+        stale: set[str] | frozenset[str] = frozenset(),
+    ) -> None:
+        """Wait, as the provider does with convergeConfig, until the task runs
+        (a task not in `stale`) and an update has completed; a paused or rolled
+        back update fails."""
         cfg = inputs.get("convergeConfig") or {}
         delay = nanoseconds(cfg.get("delay", "7s")) / 1e9
         timeout = nanoseconds(cfg.get("timeout", "3m")) / 1e9
@@ -509,9 +532,16 @@ class Service:
             service = ctx.client.api.inspect_service(service_id)
             update_state = (service.get("UpdateStatus") or {}).get("State")
             if update_state in ("paused", "rollback_completed", "rollback_paused"):
-                raise RuntimeError(f"service update {update_state}: {service['UpdateStatus'].get('Message')}")
+                # As the provider reports it (terraform-provider-docker's
+                # updateFailsAndRollbackConverge test expects "rollback completed"):
+                # the update failed, even when Swarm restored the previous spec.
+                state = update_state.replace("_", " ")
+                raise RuntimeError(
+                    f"service update failed, {state}: {service['UpdateStatus'].get('Message')}\n"
+                    + Service.log_tail(ctx, service_id)
+                )
             tasks = ctx.client.api.tasks(filters={"service": service_id, "desired-state": "running"})
-            running = [t for t in tasks if t["Status"]["State"] == "running"]
+            running = [t for t in tasks if t["Status"]["State"] == "running" and t["ID"] not in stale]
             settled = not updated or update_state in (None, "completed")
             if running and settled:
                 return

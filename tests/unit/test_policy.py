@@ -40,6 +40,7 @@ from tests.support.program import Run, run_program, secret
 
 POLICY_DIR = Path(mp.__file__).resolve().parent
 POLICY_NAMES = [spec.name for spec in mp.SPECS]
+CONFIG_YML_SECRET = "msr-cache-files-config-yml"
 
 # --- building resources ------------------------------------------------------------
 
@@ -72,8 +73,8 @@ GOOD_SERVICE: dict[str, Any] = {
             "secrets": [
                 {"fileName": "cache.cert.pem", "fileMode": 256.0, "secretId": "c-id", "secretName": "c"},
                 {"fileName": "cache.key.pem", "fileMode": 256.0, "secretId": "k-id", "secretName": "k"},
+                {"fileName": "/config.yml", "fileMode": 292.0, "secretId": "cfg-id", "secretName": "cfg"},
             ],
-            "configs": [{"fileName": "/config.yml", "configId": "cfg-id", "configName": "cfg"}],
         },
         "placement": {"constraints": ["node.labels.dtr.cache == true"]},
         "restartPolicy": {"condition": "on-failure", "delay": "5s", "window": "0s"},
@@ -96,7 +97,7 @@ def config_yml(**changes: Any) -> dict[str, Any]:
 
 
 def config_props(document: Any) -> dict[str, Any]:
-    """ServiceConfig inputs holding `document` as the provider wants it (standard base64)."""
+    """Secret (or ServiceConfig) inputs holding `document` as the provider wants it (standard base64)."""
     text = document if isinstance(document, str) else yaml.safe_dump(document)
     return {"data": base64.b64encode(text.encode()).decode()}
 
@@ -185,10 +186,20 @@ def test_image_pinned_rejects(image: Any, fragment: str) -> None:
                 [*GOOD_SERVICE["taskSpec"]["containerSpec"]["secrets"], {"fileName": "dtr.cert.pem"}],
             ),
         ),
+        (mp.SWARM_SECRET, config_props(config_yml())),
+        (mp.SWARM_SECRET, config_props(pki.make_ca("A PEM, not config.yml").cert_pem)),
         (mp.SERVICE_CONFIG, config_props(config_yml())),
         (mp.SERVICE_CONFIG, {"dataRaw": yaml.safe_dump(config_yml())}),
     ],
-    ids=["service", "absolute-secret-path", "with-msr-ca", "config", "config-dataRaw"],
+    ids=[
+        "service",
+        "absolute-secret-path",
+        "with-msr-ca",
+        "config-yml-secret",
+        "pem-secret",
+        "service-config",
+        "service-config-dataRaw",
+    ],
 )
 def test_tls_configured_accepts(typ: str, props: dict[str, Any]) -> None:
     assert check(mp.check_tls_configured, typ, props) == []
@@ -211,16 +222,38 @@ def test_tls_configured_accepts(typ: str, props: dict[str, Any]) -> None:
             changed(GOOD_SERVICE, "taskSpec.containerSpec.secrets", DELETE),
             "cache.cert.pem, cache.key.pem",
         ),
-        (mp.SERVICE, changed(GOOD_SERVICE, "taskSpec.containerSpec.configs", []), "mounts no config"),
         (
             mp.SERVICE,
-            changed(GOOD_SERVICE, "taskSpec.containerSpec.configs.0.fileName", "/etc/registry.yml"),
-            "the entrypoint reads /config.yml, but no config is mounted there",
+            changed(
+                GOOD_SERVICE,
+                "taskSpec.containerSpec.secrets",
+                GOOD_SERVICE["taskSpec"]["containerSpec"]["secrets"][:2],
+            ),
+            "the entrypoint reads /config.yml, but nothing is mounted there",
         ),
-        (mp.SERVICE_CONFIG, with_tls(), "certificate is not set"),
+        (
+            mp.SERVICE,
+            changed(GOOD_SERVICE, "taskSpec.containerSpec.secrets.2.fileName", "/etc/registry.yml"),
+            "the entrypoint reads /config.yml, but nothing is mounted there",
+        ),
+        (
+            mp.SERVICE,
+            changed(
+                changed(
+                    GOOD_SERVICE,
+                    "taskSpec.containerSpec.secrets",
+                    GOOD_SERVICE["taskSpec"]["containerSpec"]["secrets"][:2],
+                ),
+                "taskSpec.containerSpec.configs",
+                [{"fileName": "/config.yml", "configId": "cfg-id", "configName": "cfg"}],
+            ),
+            "from a Swarm config, whose data any API client can read",
+        ),
+        (mp.SWARM_SECRET, with_tls(), "certificate is not set"),
+        (mp.SWARM_SECRET, config_props(config_yml(http={"addr": ":443"})), "would serve plain HTTP"),
         (mp.SERVICE_CONFIG, config_props(config_yml(http={"addr": ":443"})), "would serve plain HTTP"),
         (
-            mp.SERVICE_CONFIG,
+            mp.SWARM_SECRET,
             with_tls(certificate="/run/secrets/cache.cert.pem", key="/certs/other.key"),
             "key is '/certs/other.key', not the mounted secret",
         ),
@@ -230,10 +263,12 @@ def test_tls_configured_accepts(typ: str, props: dict[str, Any]) -> None:
     ids=[
         "no-key-secret",
         "no-secrets",
-        "no-config",
-        "config-elsewhere",
+        "no-config-yml",
+        "config-yml-elsewhere",
+        "config-yml-in-a-config",
         "tls-empty",
         "no-tls",
+        "no-tls-service-config",
         "key-elsewhere",
         "not-base64",
         "not-a-mapping",
@@ -317,7 +352,7 @@ def test_secrets_marked_rejects(typ: str, secret_outputs: tuple[str, ...], fragm
 @pytest.mark.parametrize("ttl", ["24h", "1h", "720h", "90m", "1h30m", "719h59m59s", "2592000s", "1.5h"])
 def test_blob_ttl_accepts(ttl: str) -> None:
     props = with_downstream({"blobttl": ttl, "upstreams": ["https://msr.example.com:443"]})
-    assert check(mp.check_blob_ttl, mp.SERVICE_CONFIG, props) == []
+    assert check(mp.check_blob_ttl, mp.SWARM_SECRET, props) == []
 
 
 @pytest.mark.parametrize(
@@ -337,8 +372,13 @@ def test_blob_ttl_accepts(ttl: str) -> None:
     ],
 )
 def test_blob_ttl_rejects(options: dict[str, Any] | None, fragment: str) -> None:
-    messages = check(mp.check_blob_ttl, mp.SERVICE_CONFIG, with_downstream(options))
-    assert_rejected(messages, mp.SERVICE_CONFIG, fragment)
+    messages = check(mp.check_blob_ttl, mp.SWARM_SECRET, with_downstream(options))
+    assert_rejected(messages, mp.SWARM_SECRET, fragment)
+
+
+def test_blob_ttl_is_read_from_a_service_config_too() -> None:
+    messages = check(mp.check_blob_ttl, mp.SERVICE_CONFIG, with_downstream({"blobttl": "30m"}))
+    assert_rejected(messages, mp.SERVICE_CONFIG, "shorter than 1h")
 
 
 # --- 6. replicas > 1 only with shared storage --------------------------------------
@@ -421,7 +461,9 @@ def test_replicas_shared_storage_rejects(props: dict[str, Any], fragment: str) -
             ),
         ),
         (mp.check_tls_configured, mp.SERVICE_CONFIG, {"data": secret(UNKNOWN_STRING_VALUE)}),
+        (mp.check_tls_configured, mp.SWARM_SECRET, {"data": secret(UNKNOWN_STRING_VALUE)}),
         (mp.check_blob_ttl, mp.SERVICE_CONFIG, {"data": UNKNOWN_STRING_VALUE}),
+        (mp.check_blob_ttl, mp.SWARM_SECRET, {"data": UNKNOWN_STRING_VALUE}),
         (
             mp.check_placement_and_restart,
             mp.SERVICE,
@@ -466,11 +508,12 @@ def test_plain_reads_through_pulumi_policys_unknown_checking_proxy() -> None:
 
 
 def test_policy_constants_match_the_program() -> None:
-    assert (mp.CACHE_CERT, mp.CACHE_KEY, mp.SECRETS_DIR, mp.STORAGE_ROOT) == (
+    assert (mp.CACHE_CERT, mp.CACHE_KEY, mp.SECRETS_DIR, mp.STORAGE_ROOT, mp.CONFIG_PATH) == (
         registry_config.CACHE_CERT,
         registry_config.CACHE_KEY,
         registry_config.SECRETS_DIR,
         registry_config.STORAGE_ROOT,
+        registry_config.CONFIG_PATH,
     )
 
 
@@ -555,6 +598,11 @@ class Deployed:
         (found,) = [(n, p, s) for t, n, p, s in self.resources() if t == typ]
         return found
 
+    def config_yml(self) -> tuple[str, dict[str, Any], list[str]]:
+        """The Swarm secret that holds config.yml."""
+        (found,) = [(n, p, s) for t, n, p, s in self.resources() if n == CONFIG_YML_SECRET]
+        return found
+
 
 def deploy(config: dict[str, Any] | None = None, secret_keys: tuple[str, ...] = ()) -> Deployed:
     """run_program, also recording each registration's additionalSecretOutputs (the
@@ -616,9 +664,12 @@ def test_the_engine_path_reports_nothing_for_the_real_program(deployed: Deployed
 
 def test_the_policies_have_something_to_check_in_the_real_program(deployed: Deployed) -> None:
     types = {typ for typ, *_ in deployed.resources()}
-    assert {mp.SERVICE, mp.SERVICE_CONFIG, mp.SWARM_SECRET, mp.RANDOM_PASSWORD} <= types
-    # The ServiceConfig's data is secret in the inputs, and still readable by the policies.
-    _, inputs, secret_outputs = deployed.one(mp.SERVICE_CONFIG)
+    assert {mp.SERVICE, mp.SWARM_SECRET, mp.RANDOM_PASSWORD} <= types
+    # config.yml is a Swarm secret now, never a config (`docker config inspect` shows those).
+    assert mp.SERVICE_CONFIG not in types
+    # Its data is secret in the inputs, and still readable by the policies: a config.yml
+    # without TLS in that secret is refused (test_config_yml_without_tls_is_refused).
+    _, inputs, secret_outputs = deployed.config_yml()
     assert inputs["data"]["value"] and "data" in secret_outputs
 
 
@@ -645,21 +696,43 @@ def only(diagnostics: list[Diagnostic], policy: str, fragment: str) -> None:
 
 
 def test_config_yml_without_tls_is_refused(default: Deployed) -> None:
-    name, inputs, outs = default.one(mp.SERVICE_CONFIG)
+    name, inputs, outs = default.config_yml()
     document = yaml.safe_load(base64.b64decode(inputs["data"]["value"]))
     del document["http"]["tls"]
     wire = {**inputs, "data": secret(base64.b64encode(yaml.safe_dump(document).encode()).decode())}
-    only(analyze(mp.SERVICE_CONFIG, name, wire, outs), "tls-configured", "would serve plain HTTP")
+    only(analyze(mp.SWARM_SECRET, name, wire, outs), "tls-configured", "would serve plain HTTP")
 
 
-def test_a_service_config_not_marked_secret_is_refused(default: Deployed) -> None:
-    name, inputs, outs = default.one(mp.SERVICE_CONFIG)
+def test_config_yml_with_a_short_blob_ttl_is_refused(default: Deployed) -> None:
+    name, inputs, outs = default.config_yml()
+    document = yaml.safe_load(base64.b64decode(inputs["data"]["value"]))
+    document["middleware"]["registry"][0]["options"]["blobttl"] = "30m"
+    wire = {**inputs, "data": secret(base64.b64encode(yaml.safe_dump(document).encode()).decode())}
+    only(analyze(mp.SWARM_SECRET, name, wire, outs), "blob-ttl-in-bounds", "'30m' is shorter than 1h")
+
+
+def test_the_config_yml_secret_not_marked_secret_is_refused(default: Deployed) -> None:
+    name, inputs, outs = default.config_yml()
     only(
-        analyze(mp.SERVICE_CONFIG, name, inputs, []),
+        analyze(mp.SWARM_SECRET, name, inputs, []),
         "secret-inputs-marked-secret",
         "data holds secret material",
     )
     assert outs == ["data"]
+
+
+def test_a_service_that_mounts_config_yml_from_a_config_is_refused(default: Deployed) -> None:
+    """As the program did before config.yml moved to a secret."""
+    name, inputs, outs = default.one(mp.SERVICE)
+    container = inputs["taskSpec"]["containerSpec"]
+    moved = [s for s in container["secrets"] if s["fileName"] == "/config.yml"]
+    kept = [s for s in container["secrets"] if s["fileName"] != "/config.yml"]
+    assert moved, "the program mounts no secret at /config.yml"
+    config = [{"configId": "cfg-id", "configName": "cfg", "fileName": "/config.yml"}]
+    wire = changed(
+        changed(inputs, "taskSpec.containerSpec.secrets", kept), "taskSpec.containerSpec.configs", config
+    )
+    only(analyze(mp.SERVICE, name, wire, outs), "tls-configured", "whose data any API client can read")
 
 
 @pytest.mark.parametrize(
@@ -667,7 +740,12 @@ def test_a_service_config_not_marked_secret_is_refused(default: Deployed) -> Non
     [
         ("taskSpec.restartPolicy.condition", "any", "placement-and-restart", "condition is 'any'"),
         ("taskSpec.placement.constraints", [], "placement-and-restart", "select no labelled node"),
-        ("taskSpec.containerSpec.secrets", [], "tls-configured", "cache.cert.pem, cache.key.pem"),
+        (
+            "taskSpec.containerSpec.secrets.0.fileName",
+            "other.pem",
+            "tls-configured",
+            "secret(s) cache.cert.pem",
+        ),
         ("mode.replicated.replicas", 3, "replicas-need-shared-storage", "runs 3 replicas"),
     ],
 )
@@ -702,8 +780,8 @@ def test_unknown_values_in_preview_are_not_reported_by_the_engine_path(default: 
         inputs = changed(inputs, path, UNKNOWN_STRING_VALUE)
     inputs = changed(inputs, "taskSpec.placement.constraints", UNKNOWN_ARRAY_VALUE)
     assert analyze(mp.SERVICE, name, inputs, outs) == []
-    name, inputs, outs = default.one(mp.SERVICE_CONFIG)
-    assert analyze(mp.SERVICE_CONFIG, name, {**inputs, "data": secret(UNKNOWN_STRING_VALUE)}, outs) == []
+    name, inputs, outs = default.config_yml()
+    assert analyze(mp.SWARM_SECRET, name, {**inputs, "data": secret(UNKNOWN_STRING_VALUE)}, outs) == []
 
 
 # --- the pack as the CLI starts it ------------------------------------------------

@@ -28,6 +28,7 @@ SELF_SIGNED = "tls:index/selfSignedCert:SelfSignedCert"
 CSR = "tls:index/certRequest:CertRequest"
 LOCALLY_SIGNED = "tls:index/locallySignedCert:LocallySignedCert"
 PASSWORD = "random:index/randomPassword:RandomPassword"
+CFG, SVC, LBL = "msr-cache-files-config-yml", "msr-cache-service-service", "msr-cache-node-label"
 
 
 @pytest.fixture(scope="module")
@@ -55,17 +56,19 @@ def test_entrypoint_is_start_sh_with_the_mounted_config(default_run: Run) -> Non
 
 
 def test_config_is_mounted_at_config_yml(default_run: Run) -> None:
-    cfg = default_run.one(CONFIG)
-    (mount,) = container(default_run)["configs"]
-    assert mount["fileName"] == "/config.yml"
-    assert mount["configName"] == cfg.state["name"]
+    # As a Swarm secret, not a config: it holds http.secret (README, "config.yml").
+    cfg = default_run.named(CFG)
+    (mount,) = [m for m in container(default_run)["secrets"] if m["fileName"] == "/config.yml"]
+    assert mount["secretName"] == cfg.state["name"]
+    assert "configs" not in container(default_run) and default_run.of_type(CONFIG) == []
 
 
 def test_three_documented_secrets_are_mounted_under_run_secrets_read_only(default_run: Run) -> None:
     run = run_program(config={"msrCaCert": pki.make_ca().cert_pem})
     mounts = {m["fileName"]: m for m in container(run)["secrets"]}
-    assert set(mounts) == {"cache.cert.pem", "cache.key.pem", "dtr.cert.pem"}
-    assert {m["fileMode"] for m in mounts.values()} == {0o400}
+    assert set(mounts) == {"cache.cert.pem", "cache.key.pem", "dtr.cert.pem", "/config.yml"}
+    # secretFiles' defaults: Swarm's own, as the documented stack file gets.
+    assert {(m["fileMode"], m["fileUid"], m["fileGid"]) for m in mounts.values()} == {(0o444, "0", "0")}
 
 
 def test_secret_mounts_reference_the_created_secrets(default_run: Run) -> None:
@@ -166,6 +169,7 @@ def test_no_cas_and_no_msr_ca_secret_when_msr_is_publicly_trusted(default_run: R
     assert {r.name for r in default_run.of_type(SECRET)} == {
         "msr-cache-files-cache-key",
         "msr-cache-files-cache-cert",
+        CFG,
     }
 
 
@@ -200,7 +204,7 @@ def _changes(run: Run, other: Run) -> dict[str, set[str]]:
         for res in r.resources:
             plain = res.plain
             plain.pop("__provider", None)
-            if res.typ == CONFIG:
+            if res.name == CFG:
                 plain["data"] = yaml.safe_load(base64.b64decode(plain["data"]))
             if res.name in REMINTED:
                 plain.pop("data", None)  # the mocks mint a new certificate per run
@@ -216,7 +220,6 @@ def _changes(run: Run, other: Run) -> dict[str, set[str]]:
     return changed
 
 
-CFG, SVC, LBL = "msr-cache-files-config", "msr-cache-service-service", "msr-cache-node-label"
 UPSTREAM = ".data.middleware.registry[0].options.upstreams[0]"
 ALL_LABELLED = (CFG, SVC, "msr-cache-files-cache-cert", "msr-cache-files-cache-key")
 
@@ -475,7 +478,7 @@ def test_key_secret_data_is_a_secret_input(default_run: Run) -> None:
 def test_config_yml_data_is_a_secret_input(default_run: Run) -> None:
     from tests.support.program import is_secret_wrapper
 
-    assert is_secret_wrapper(default_run.one(CONFIG).inputs["data"])
+    assert is_secret_wrapper(default_run.named(CFG).inputs["data"])
 
 
 def test_http_secret_never_plain(default_run: Run) -> None:

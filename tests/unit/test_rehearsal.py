@@ -108,17 +108,28 @@ def test_service_spec_is_the_docker_api_form() -> None:
     spec = resources.Service().spec("svc", run.service)
     container = spec["TaskTemplate"]["ContainerSpec"]
     assert container["Command"] == ["/start.sh", "/config.yml"]
-    assert {s["File"]["Name"]: s["File"]["Mode"] for s in container["Secrets"]} == {
-        "cache.cert.pem": 0o400,
-        "cache.key.pem": 0o400,
+    assert {s["File"]["Name"]: s["File"] for s in container["Secrets"]} == {
+        name: {"Name": name, "UID": "0", "GID": "0", "Mode": 0o444}
+        for name in ("cache.cert.pem", "cache.key.pem", "/config.yml")
     }
-    assert container["Configs"][0]["File"] == {"Name": "/config.yml", "UID": "0", "GID": "0", "Mode": 0o444}
+    assert "Configs" not in container
     assert container["Mounts"][0]["VolumeOptions"] == {"DriverConfig": {"Name": "local"}}
     assert spec["TaskTemplate"]["RestartPolicy"] == {"Condition": "on-failure", "Delay": 5e9, "Window": 0}
     assert spec["EndpointSpec"]["Ports"] == [
         {"TargetPort": 443, "PublishedPort": 443, "Protocol": "tcp", "PublishMode": "host"}
     ]
-    assert spec["UpdateConfig"] == {"Order": "stop-first", "Parallelism": 1}
+    assert spec["UpdateConfig"] == {
+        "Order": "stop-first",
+        "Parallelism": 1,
+        "FailureAction": "rollback",
+        "Monitor": 10e9,
+    }
+    assert spec["RollbackConfig"] == {
+        "Order": "stop-first",
+        "Parallelism": 1,
+        "FailureAction": "pause",
+        "Monitor": 10e9,
+    }
     assert "convergeConfig" not in spec and "ConvergeConfig" not in spec
 
 

@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: help venv policy-venv lock lint unit e2e test up preview destroy rotate drift engine-check swarm-up swarm-down swarm-status packages images rehearse rehearse-down test-cache bench
+.PHONY: help venv policy-venv lock lint unit e2e test up preview destroy rotate drift check engine-check swarm-up swarm-down swarm-status packages images rehearse rehearse-down test-cache bench
 
 help:
 	@echo "make up STACK=<env>       pulumi up for stacks/Pulumi.<env>.yaml (checks prerequisites first)"
@@ -15,6 +15,7 @@ help:
 	@echo "make destroy STACK=<env>  pulumi destroy for that stack"
 	@echo "make rotate STACK=<env>   replace the cache's key and certificate now (pulumi up --replace)"
 	@echo "make drift STACK=<env>    fail if the swarm drifted from the state (pulumi refresh --preview-only)"
+	@echo "make check STACK=<env>    fail if the cache's certificate expires within 30 days (CHECK_DAYS=)"
 	@echo "make test                 lint, unit tests, and end-to-end tests on a local multi-node Docker Swarm"
 	@echo "make swarm-up             start the local swarm (NODES=3) and leave it up for faster re-runs"
 	@echo "make swarm-down           remove the local swarm: daemons, namespaces, bridge, rule, data"
@@ -114,7 +115,8 @@ $(POLICY_STAMP): policy/requirements.lock pyproject.toml
 policy-venv: $(POLICY_STAMP)
 
 # up, preview and rotate run with the policy pack; rotate replaces the key and
-# certificate now; drift fails when the swarm differs from the state.
+# certificate now; drift fails when the swarm differs from the state; check (and
+# drift) fail when the certificate expires within 30 days.
 # First the set-up and checks that take seconds (stack file, Pulumi CLI, backend,
 # swarm: scripts/pulumi-stack.sh prepare), then the virtualenvs (the policy pack's
 # takes about 30 s the first time), then pulumi. The order is in the recipe, not
@@ -124,7 +126,7 @@ up preview rotate:
 	@$(MAKE) --no-print-directory $(STAMP) $(POLICY_STAMP)
 	@scripts/pulumi-stack.sh $@ "$(STACK)"
 
-destroy drift:
+destroy drift check:
 	@scripts/pulumi-stack.sh prepare $@ "$(STACK)"
 	@$(MAKE) --no-print-directory $(STAMP)
 	@scripts/pulumi-stack.sh $@ "$(STACK)"

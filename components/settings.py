@@ -151,6 +151,10 @@ class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
+# A month before expiry: room for one missed weekly or monthly `pulumi up`.
+DEFAULT_RENEW_BEFORE_HOURS = 720
+
+
 class TlsSettings(_Model):
     """`msr-cache:tls`: where the cache's key and certificate come from."""
 
@@ -160,6 +164,19 @@ class TlsSettings(_Model):
     validity_hours: Annotated[int, Field(ge=24, le=87600)] = 8760
     # Planned rotation period ("2160h", "90d"); None: only forced rotation.
     rotate_every: RotationPeriod | None = None
+    # Hours before expiry from which `pulumi up` renews the certificate (pulumi-tls
+    # early_renewal_hours); None: the default below. There is no "never": a
+    # certificate that is never renewed expires under a running cache, and the
+    # policy pack refuses one.
+    renew_before_hours: Annotated[int, Field(ge=1, le=87600)] | None = None
+
+    @property
+    def effective_renew_before_hours(self) -> int:
+        """30 days, or a quarter of the validity for shorter-lived certificates."""
+        if self.renew_before_hours is not None:
+            return self.renew_before_hours
+        return min(DEFAULT_RENEW_BEFORE_HOURS, self.validity_hours // 4)
+
     dns_names: list[DnsName] = []
     ip_addresses: list[IpAddress] = []
     # caSigned: the internal CA that signs the cache certificate.
@@ -178,9 +195,11 @@ class StorageSettings(_Model):
     volume_name: VolumeName = ""
     driver: Annotated[str, Field(min_length=1, max_length=128)] = "local"
     driver_opts: dict[str, str] = {}
-    # Keep the volume and its cached layers when the stack is destroyed or the
-    # volume resource replaced: refetching them all costs a full pull over the WAN.
-    retain: bool = True
+    # Keep the volume Pulumi made (retain_on_delete) when the stack is destroyed
+    # or the volume renamed. Off by default: `pulumi destroy` leaves nothing of
+    # the stack behind (a test cache must not); set it where the layers are worth
+    # more than the disk (refetching them is a full pull over the WAN).
+    retain: bool = False
 
 
 def _file_mode(value: str) -> str:
@@ -262,6 +281,7 @@ _ECHO_SAFE = {
     "msrHost", "msrPort", "fetchMsrCa", "cacheHost", "cachePort", "cacheNode", "nodeLabel",
     "image", "blobTtl", "logLevel", "publishMode", "serviceName",
     "tls.mode", "tls.keyAlgorithm", "tls.rsaBits", "tls.validityHours", "tls.rotateEvery",
+    "tls.renewBeforeHours",
     "storage.mode", "storage.volumeName", "storage.driver", "storage.retain",
     "secretFiles.mode", "secretFiles.uid", "secretFiles.gid",
 }  # fmt: skip
@@ -283,6 +303,7 @@ _FORMS = {
     "tls.rsaBits": "one of 2048, 3072, 4096",
     "tls.validityHours": "an integer number of hours from 24 to 87600",
     "tls.rotateEvery": "a period in whole hours or days, e.g. 2160h or 90d, 24h+ below tls.validityHours",
+    "tls.renewBeforeHours": "a whole number of hours from 1 to below half of tls.validityHours, e.g. 720",
     "tls.dnsNames": "a list of DNS names",
     "tls.ipAddresses": "a list of IP addresses",
     "storage": "an object with mode container or volume (see README)",
@@ -544,7 +565,33 @@ def _tls_checks(tls: TlsSettings, cache_host: str | None, now: dt.datetime | Non
     elif tls.mode == "provided":
         problems.extend(_check_provided(tls, cache_host, now))
     problems.extend(_check_rotation(tls))
+    problems.extend(_check_renewal(tls))
     return problems
+
+
+def _check_renewal(tls: TlsSettings) -> list[Problem]:
+    hours = tls.renew_before_hours
+    if hours is None:
+        return []
+    if tls.mode == "provided":
+        return [
+            Problem(
+                "tls.renewBeforeHours",
+                "cannot renew a provided certificate; expected it unset with tls.mode provided "
+                "(renew by setting the new tls.certPem and tls.keyPem)",
+            )
+        ]
+    # At or past half the validity, a renewed certificate is at once due again:
+    # every `pulumi up` would replace it.
+    if hours * 2 >= tls.validity_hours:
+        return [
+            Problem(
+                "tls.renewBeforeHours",
+                f"{hours} is not below half of tls.validityHours ({tls.validity_hours}); expected e.g. "
+                f"{max(1, min(DEFAULT_RENEW_BEFORE_HOURS, tls.validity_hours // 4))}",
+            )
+        ]
+    return []
 
 
 def _check_rotation(tls: TlsSettings) -> list[Problem]:

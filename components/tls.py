@@ -106,6 +106,10 @@ class CacheTls(pulumi.ComponentResource):
                     dns_names=dns,
                     ip_addresses=ips,
                     validity_period_hours=s.validity_hours,
+                    # pulumi-tls replaces the certificate (same key) on the first
+                    # `pulumi up` in this window: planned renewal, on by default.
+                    # An in-place change for deployed stacks, not a replacement.
+                    early_renewal_hours=s.effective_renew_before_hours,
                     allowed_uses=SERVER_USES,
                     opts=child,
                 )
@@ -126,6 +130,7 @@ class CacheTls(pulumi.ComponentResource):
                     ca_cert_pem=s.ca_cert_pem,
                     ca_private_key_pem=pulumi.Output.secret(s.ca_key_pem.get_secret_value()),
                     validity_period_hours=s.validity_hours,
+                    early_renewal_hours=s.effective_renew_before_hours,
                     allowed_uses=SERVER_USES,
                     opts=child,
                 )

@@ -10,7 +10,10 @@
 #           the certificate and both Swarm secrets follow, the service is updated
 #           in place
 #   drift   pulumi refresh --preview-only --expect-no-changes: fails when the swarm
-#           no longer matches the state (label removed by hand, service edited)
+#           no longer matches the state (label removed by hand, service edited);
+#           runs `check` first
+#   check   fails when the cache's certificate (stack output certificateNotAfter)
+#           expires within 30 days (CHECK_DAYS), saying when and how to renew it
 #
 # Set-up it does by itself (README "The two commands"):
 #   - no `pulumi` on PATH: installs the pinned CLI (scripts/pulumi-cli.env) into
@@ -107,6 +110,39 @@ manager_answers "$docker_host" || fail "cannot reach a Swarm manager at ${docker
 
 [ -z "$preparing" ] || exit 0
 
+# The certificate's end (the stack's certificateNotAfter), against CHECK_DAYS (30).
+check_certificate() {
+  local not_after mode
+  not_after=$(pulumi stack output certificateNotAfter --stack "$stack" 2>/dev/null) && [ -n "$not_after" ] ||
+    fail "stack $stack has no certificateNotAfter output: make up STACK=$stack first"
+  mode=$(pulumi config get --path tls.mode --stack "$stack" 2>/dev/null || echo selfSigned)
+  python3 - "$stack" "$not_after" "${CHECK_DAYS:-30}" "$mode" <<'PY'
+import datetime as dt
+import sys
+
+stack, text, limit, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+try:
+    end = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+except ValueError:
+    sys.exit(f"msr-cache: stack {stack}'s certificateNotAfter is not a date: {text!r}")
+if end.tzinfo is None:
+    end = end.replace(tzinfo=dt.UTC)
+days = (end - dt.datetime.now(dt.UTC)).total_seconds() / 86400
+when = end.strftime("%Y-%m-%d %H:%M UTC")
+if days > limit:
+    print(f"msr-cache: {stack}: the cache's certificate expires {when}, in {days:.0f} days")
+    sys.exit(0)
+how = (
+    "set the renewed tls.certPem (and tls.keyPem), then make up STACK=" + stack
+    if mode == "provided"
+    else "make up STACK=" + stack + " renews it (tls.renewBeforeHours), or make rotate STACK=" + stack
+)
+state = "EXPIRED" if days <= 0 else f"expires in {days:.0f} days"
+print(f"msr-cache: {stack}: the cache's certificate {state} ({when}), within {limit} days: {how}", file=sys.stderr)
+sys.exit(1)
+PY
+}
+
 case "$action" in
   rotate)
     pulumi stack select "$stack" >/dev/null 2>&1 || fail "stack $stack does not exist yet: make up STACK=$stack first"
@@ -116,9 +152,16 @@ case "$action" in
       || fail "could not compute the key's URN (make venv first)"
     exec pulumi up --stack "$stack" --replace "$urn" --policy-pack policy
     ;;
+  check)
+    pulumi stack select "$stack" >/dev/null 2>&1 || fail "stack $stack does not exist yet: nothing to check"
+    check_certificate
+    ;;
   drift)
     pulumi stack select "$stack" >/dev/null 2>&1 || fail "stack $stack does not exist yet: nothing to compare"
-    exec pulumi refresh --stack "$stack" --preview-only --expect-no-changes
+    status=0
+    check_certificate || status=1
+    pulumi refresh --stack "$stack" --preview-only --expect-no-changes || status=1
+    exit $status
     ;;
   up|preview)
     pulumi stack select "$stack" >/dev/null 2>&1 || pulumi stack init "$stack" || fail "could not create stack $stack"

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from components import rotation
 from tests.rehearsal.mapping import (
     Field,
     UnmappedInput,
@@ -145,6 +146,7 @@ def _sign(
     issuer_cert: x509.Certificate | None,
 ) -> tuple[str, dict[str, str]]:
     """A leaf certificate as pulumi-tls makes it; returns (PEM, validity outputs)."""
+    # The real clock, as pulumi-tls's: clients check validity against it.
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     end = now + dt.timedelta(hours=hours)
     builder = (
@@ -210,13 +212,35 @@ class PrivateKey(Immutable):
         )
 
 
-class SelfSignedCert(Immutable):
+class Renewable(Immutable):
+    """A certificate pulumi-tls renews: from `earlyRenewalHours` before its end,
+    the provider reports it due (ready_for_renewal) and `pulumi up` replaces it;
+    a change of `earlyRenewalHours` alone is made in place."""
+
+    def due(self, old: Created, inputs: dict[str, Any]) -> bool:
+        hours = int(inputs.get("earlyRenewalHours") or 0)
+        end = dt.datetime.fromisoformat(str(old.outputs["validityEndTime"]))
+        return rotation.utcnow() >= end - dt.timedelta(hours=hours)
+
+    def update(
+        self, ctx: Context, old: Created, old_inputs: dict[str, Any], inputs: dict[str, Any]
+    ) -> Created | None:
+        def rest(i: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in i.items() if k != "earlyRenewalHours"}
+
+        if rest(old_inputs) == rest(inputs) and not self.due(old, inputs):
+            return old
+        return None
+
+
+class SelfSignedCert(Renewable):
     SHAPE = {
         "privateKeyPem": Field("key"),
         "subject": Field("subject", SUBJECT),
         "dnsNames": Field("dns", list),
         "ipAddresses": Field("ips", list),
         "validityPeriodHours": Field("hours", integer),
+        "earlyRenewalHours": Field("renew", integer),
         "allowedUses": Field("uses", [ALLOWED_USE]),
     }
 
@@ -249,12 +273,13 @@ class CertRequest(Immutable):
         return Created(name, {"certRequestPem": csr.public_bytes(serialization.Encoding.PEM).decode()})
 
 
-class LocallySignedCert(Immutable):
+class LocallySignedCert(Renewable):
     SHAPE = {
         "certRequestPem": Field("csr"),
         "caCertPem": Field("ca_cert"),
         "caPrivateKeyPem": Field("ca_key"),
         "validityPeriodHours": Field("hours", integer),
+        "earlyRenewalHours": Field("renew", integer),
         "allowedUses": Field("uses", [ALLOWED_USE]),
     }
 

@@ -833,7 +833,5 @@ def test_pack_files_declare_a_python_pack_with_bounded_requirements() -> None:
     assert project["runtime"]["name"] == "python" and project["description"]
     requirements = (POLICY_DIR / "requirements.txt").read_text().splitlines()
     assert "pulumi-policy>=1.21,<2" in requirements
-    program = (Path(__file__).resolve().parents[2] / "requirements.txt").read_text().splitlines()
-    assert [r for r in requirements if r.startswith("pulumi>=")] == [
-        r for r in program if r.startswith("pulumi>=")
-    ]
+    # The program's own ranges, so the pack runs the same SDK and imports the rules.
+    assert "-r ../requirements.txt" in requirements

@@ -5,6 +5,7 @@ fails as it does on a machine without Internet access."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import os
@@ -30,7 +31,9 @@ case "$1" in
   config)
     if [ "$2 $3 $4" = "get --path tls.mode" ] && [ -n "$TLS_MODE" ]; then echo "$TLS_MODE"; exit 0; fi
     exit 1 ;;
-  stack) [ "$2" != select ] || [ -z "$NO_STACK" ] ;;
+  stack)
+    if [ "$2" = output ]; then [ -n "$NOT_AFTER" ] && echo "$NOT_AFTER"; exit; fi
+    [ "$2" != select ] || [ -z "$NO_STACK" ] ;;
   *) exit 0 ;;
 esac
 """
@@ -126,10 +129,42 @@ def test_rotate_needs_an_existing_stack(env: dict[str, str]) -> None:
     assert code == 1 and "make up STACK=dev first" in err
 
 
+def in_days(days: float) -> str:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def test_drift_is_a_refresh_preview_that_expects_no_changes(env: dict[str, str]) -> None:
-    code, err, calls = run("drift", "staging", env)
+    code, err, calls = run("drift", "staging", env, NOT_AFTER=in_days(200))
     assert code == 0, err
     assert calls[-1] == "refresh --stack staging --preview-only --expect-no-changes"
+
+
+def test_drift_also_fails_on_a_certificate_close_to_its_end(env: dict[str, str]) -> None:
+    code, err, calls = run("drift", "staging", env, NOT_AFTER=in_days(10))
+    assert code == 1
+    assert "the cache's certificate expires in 10 days" in err
+    assert calls[-1] == "refresh --stack staging --preview-only --expect-no-changes"
+
+
+@pytest.mark.parametrize(("days", "code"), [(31, 0), (29, 1), (-2, 1)])
+def test_check_fails_within_30_days_of_the_certificates_end(
+    env: dict[str, str], days: int, code: int
+) -> None:
+    got, err, _ = run("check", "prod", env, NOT_AFTER=in_days(days))
+    assert got == code, err
+    if code:
+        assert "within 30 days: make up STACK=prod renews it" in err
+        assert ("EXPIRED" in err) is (days < 0)
+
+
+def test_check_of_a_provided_certificate_says_to_set_the_new_one(env: dict[str, str]) -> None:
+    code, err, _ = run("check", "prod", env, NOT_AFTER=in_days(5), TLS_MODE="provided")
+    assert code == 1 and "set the renewed tls.certPem (and tls.keyPem)" in err
+
+
+def test_check_needs_the_output(env: dict[str, str]) -> None:
+    code, err, _ = run("check", "prod", env)
+    assert code == 1 and "has no certificateNotAfter output: make up STACK=prod first" in err
 
 
 def test_up_creates_the_stack_when_missing(env: dict[str, str]) -> None:

@@ -47,6 +47,8 @@ class Applied:
     created: Created
     trigger: Any = None
     """The replacement_trigger it was made with; a new value replaces it."""
+    retain: bool = False
+    """retain_on_delete: a delete drops it from the state and leaves it on the swarm."""
 
 
 @dataclass
@@ -66,13 +68,21 @@ class State:
                 "name": r.name,
                 "id": r.created.id,
                 "outputs": {k: v for k, v in r.created.outputs.items() if k not in r.created.secret_outputs},
+                "retain": r.retain,
             }
             for r in self.resources
         ]
 
     @classmethod
     def from_json(cls, items: list[dict[str, Any]]) -> State:
-        return cls([Applied(i["typ"], i["name"], {}, Created(i["id"], i["outputs"])) for i in items])
+        return cls(
+            [
+                Applied(
+                    i["typ"], i["name"], {}, Created(i["id"], i["outputs"]), retain=i.get("retain", False)
+                )
+                for i in items
+            ]
+        )
 
 
 class _ReportedErrors(logging.Filter):
@@ -140,8 +150,16 @@ class ApplyMocks(RecordingMocks):
         handler = handler_for(typ)
         old = self.prior.get(name)
         trigger = self.replacement_triggers.get(name)
+        retain = self.retain_on_delete.get(name, False)
         if old is not None and old.typ == typ:
-            if old.inputs == inputs and old.trigger == trigger:
+            # ignore_changes: the engine keeps the old value of those inputs.
+            ignored = {k: old.inputs[k] for k in self.ignore_changes.get(name, []) if k in old.inputs}
+            inputs = {**inputs, **ignored}
+            # A certificate in its renewal window is replaced whatever the inputs.
+            due = getattr(handler, "due", None)
+            renew = due is not None and due(old.created, inputs)
+            if old.inputs == inputs and old.trigger == trigger and not renew:
+                old.retain = retain  # an option, not an input: it changes in place
                 self.seen.append(old)
                 return old.created
             # A changed replacement_trigger replaces, whatever the inputs.
@@ -150,7 +168,7 @@ class ApplyMocks(RecordingMocks):
             )
             if changed is not None:
                 self.ctx.log(f"updated {typ.split(':')[-1]} {name} in place")
-                self.seen.append(Applied(typ, name, inputs, changed, trigger))
+                self.seen.append(Applied(typ, name, inputs, changed, trigger, retain))
                 return changed
             if self.delete_before_replace.get(name):
                 self.ctx.log(f"replacing {name}: deleting the old one first")
@@ -159,7 +177,7 @@ class ApplyMocks(RecordingMocks):
                 self.replaced.append(old)
         made = handler.create(self.ctx, name, inputs)
         self.ctx.log(f"created {typ.split(':')[-1]} {name} ({made.outputs.get('name', made.id)})")
-        self.seen.append(Applied(typ, name, inputs, made, trigger))
+        self.seen.append(Applied(typ, name, inputs, made, trigger, retain))
         return made
 
     def state_after(self) -> tuple[State, list[Applied]]:
@@ -171,6 +189,11 @@ class ApplyMocks(RecordingMocks):
 
 def _delete(ctx: Context, doomed: list[Applied]) -> None:
     for r in reversed(doomed):
+        if r.retain:
+            ctx.log(
+                f"retained {r.typ.split(':')[-1]} {r.name} ({r.created.outputs.get('name', r.created.id)})"
+            )
+            continue
         handler_for(r.typ).delete(ctx, r.created)
         if r.typ.startswith("docker:") or r.typ.startswith("pulumi-python:dynamic"):
             ctx.log(

@@ -102,6 +102,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.dependencies: dict[str, list[str]] = {}
         self.delete_before_replace: dict[str, bool] = {}
         self.replacement_triggers: dict[str, Any] = {}
+        self.ignore_changes: dict[str, list[str]] = {}
+        self.retain_on_delete: dict[str, bool] = {}
         self.parents: dict[str, str] = {}
 
     def generation(self, name: str) -> int:
@@ -187,6 +189,8 @@ def _record_registration(self: MockMonitor, request: Any) -> Any:
         self.mocks.parents[request.name] = request.parent
         if request.HasField("replacement_trigger"):
             self.mocks.replacement_triggers[request.name] = MessageToDict(request.replacement_trigger)
+        self.mocks.ignore_changes[request.name] = list(request.ignoreChanges)
+        self.mocks.retain_on_delete[request.name] = bool(request.retainOnDelete)
     response = _register_resource(self, request)
     if isinstance(self.mocks, RecordingMocks):
         self.mocks.urns[request.name] = response.urn
@@ -251,10 +255,8 @@ class Run:
 
     @property
     def config_yml(self) -> str:
-        import base64
-
-        data = self.one("docker:index/serviceConfig:ServiceConfig").plain["data"]
-        return base64.b64decode(data).decode()
+        # A Swarm secret, not a config: it holds http.secret.
+        return self.secret_data("config-yml")
 
 
 BASE_CONFIG = {

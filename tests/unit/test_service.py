@@ -151,7 +151,7 @@ def test_a_new_service_name_deletes_the_old_service_before_it_makes_the_new_one(
     assert step(SERVICE, old.inputs(SVC), new.inputs(SVC), new.options[SVC]) == "replace, delete first"
 
 
-@pytest.mark.parametrize(("retain", "kept"), [(None, True), (True, True), (False, False)])
+@pytest.mark.parametrize(("retain", "kept"), [(None, False), (True, True), (False, False)])
 def test_storage_retain_decides_whether_the_engine_deletes_the_volume(
     retain: bool | None, kept: bool
 ) -> None:

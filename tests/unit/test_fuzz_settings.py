@@ -38,15 +38,16 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from components import settings as program_settings
+from components.settings import known_keys
+from components.settings_messages import ECHO_SAFE
 from tests.support import leakscan, pki, program
 
 STACK = "dev"
 ROOT_STACK = f"{program.PROJECT}-{STACK}"  # the root stack resource the mock monitor records
-KNOWN = sorted(program_settings.known_keys())
+KNOWN = sorted(known_keys())
 REQUIRED = ("msrHost", "cacheHost", "cacheNode")
 # Keys (and object fields) whose value the error message quotes, "(got '...')".
-ECHOED = frozenset(program_settings._ECHO_SAFE)
+ECHOED = frozenset(ECHO_SAFE)
 HEADER = re.compile(r"\AThe stack configuration is invalid \((\d+) problems?\):\n")
 PROBLEM = re.compile(r"  - msr-cache:(?P<key>\S+?): \S")
 

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 import tools.test_cache as tc
-from components.settings import _SERVICE_RE
+from components.settings_model import _SERVICE_RE
 from tests.support import pki
 from tools.smoke import SmokeError, SmokeResult
 

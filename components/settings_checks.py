@@ -1,0 +1,245 @@
+"""Checks across fields (a mode and the material it needs, rotation and renewal
+against validity, PEMs that must parse and match), run on whatever parts of the
+settings are valid so that one run lists every problem."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import SecretStr, ValidationError
+from pydantic.alias_generators import to_camel
+
+from components import certs, rotation
+from components.settings_messages import Problem
+from components.settings_model import (
+    DEFAULT_RENEW_BEFORE_HOURS,
+    Model,
+    Settings,
+    StorageSettings,
+    TlsSettings,
+)
+from components.settings_model import host as host_form
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """The parts of the settings the cross-checks need; None where invalid."""
+
+    tls: TlsSettings | None
+    storage: StorageSettings | None
+    cache_host: str | None
+    fetch_msr_ca: bool
+    msr_ca_cert: str
+
+
+def valid_parts(values: Mapping[str, Any], s: Settings | None, now: dt.datetime | None) -> _Parts:
+    if s is not None:
+        return _Parts(s.tls, s.storage, s.cache_host, s.fetch_msr_ca, s.msr_ca_cert)
+
+    def part(model: type[Model], key: str) -> Any:
+        try:
+            return model.model_validate(values.get(key) or {}, context={"now": now})
+        except ValidationError:
+            return None
+
+    host = values.get("cacheHost")
+    try:
+        host = host_form(host) if isinstance(host, str) else None
+    except ValueError:
+        host = None
+    ca = values.get("msrCaCert")
+    return _Parts(
+        tls=part(TlsSettings, "tls"),
+        storage=part(StorageSettings, "storage"),
+        cache_host=host,
+        fetch_msr_ca=values.get("fetchMsrCa") in (True, "true", "True"),
+        msr_ca_cert=ca if isinstance(ca, str) else "",
+    )
+
+
+def cross_checks(s: _Parts, now: dt.datetime | None) -> list[Problem]:
+    problems: list[Problem] = []
+    if s.fetch_msr_ca and s.msr_ca_cert:
+        problems.append(Problem("fetchMsrCa", "is true while msrCaCert is set; expected only one of the two"))
+    if s.tls is not None:
+        problems.extend(_tls_checks(s.tls, s.cache_host, now))
+    if s.storage and s.storage.mode == "container" and (s.storage.volume_name or s.storage.driver_opts):
+        problems.append(
+            Problem("storage.mode", "is container, but volume settings are given; expected mode volume")
+        )
+    return problems
+
+
+_MODE_FIELDS = {
+    "selfSigned": set(),
+    "caSigned": {"ca_cert_pem", "ca_key_pem"},
+    "provided": {"cert_pem", "key_pem", "chain_pem"},
+}
+_MATERIAL = ("ca_cert_pem", "ca_key_pem", "cert_pem", "key_pem", "chain_pem")
+
+
+def _tls_checks(tls: TlsSettings, cache_host: str | None, now: dt.datetime | None) -> list[Problem]:
+    problems: list[Problem] = []
+    for field in _MATERIAL:
+        if getattr(tls, field) and field not in _MODE_FIELDS[tls.mode]:
+            users = [m for m, fs in _MODE_FIELDS.items() if field in fs]
+            problems.append(
+                Problem(
+                    f"tls.{to_camel(field)}",
+                    f"is only used with tls.mode {users[0]}, but tls.mode is {tls.mode}; "
+                    f"expected it unset, or tls.mode {users[0]}",
+                )
+            )
+    if tls.mode == "caSigned":
+        problems.extend(_check_ca(tls, now))
+    elif tls.mode == "provided":
+        problems.extend(_check_provided(tls, cache_host, now))
+    problems.extend(_check_rotation(tls))
+    problems.extend(_check_renewal(tls))
+    return problems
+
+
+def _check_renewal(tls: TlsSettings) -> list[Problem]:
+    hours = tls.renew_before_hours
+    if hours is None:
+        return []
+    if tls.mode == "provided":
+        return [
+            Problem(
+                "tls.renewBeforeHours",
+                "cannot renew a provided certificate; expected it unset with tls.mode provided "
+                "(renew by setting the new tls.certPem and tls.keyPem)",
+            )
+        ]
+    # At or past half the validity, a renewed certificate is at once due again:
+    # every `pulumi up` would replace it.
+    if hours * 2 >= tls.validity_hours:
+        return [
+            Problem(
+                "tls.renewBeforeHours",
+                f"{hours} is not below half of tls.validityHours ({tls.validity_hours}); expected e.g. "
+                f"{max(1, min(DEFAULT_RENEW_BEFORE_HOURS, tls.validity_hours // 4))}",
+            )
+        ]
+    return []
+
+
+def _check_rotation(tls: TlsSettings) -> list[Problem]:
+    if tls.rotate_every is None:
+        return []
+    if tls.mode == "provided":
+        return [
+            Problem(
+                "tls.rotateEvery",
+                "cannot rotate a provided certificate; expected it unset with tls.mode provided "
+                "(rotate by setting the new tls.certPem and tls.keyPem)",
+            )
+        ]
+    hours = rotation.period_hours(tls.rotate_every)
+    if hours < 24 or hours > tls.validity_hours - 24:
+        return [
+            Problem(
+                "tls.rotateEvery",
+                f"{tls.rotate_every} must be at least 24h and at least 24h shorter than "
+                f"tls.validityHours ({tls.validity_hours}h), so a rotation happens before expiry; "
+                f"expected e.g. {max(24, tls.validity_hours // 4 * 3)}h",
+            )
+        ]
+    return []
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value else ""
+
+
+def _check_pem(key: str, loader: Callable[[str], Any], text: str, problems: list[Problem], form: str) -> Any:
+    if not text:
+        problems.append(Problem(key, f"is required for this tls.mode; expected {form}"))
+        return None
+    try:
+        return loader(text)
+    except certs.PemError as exc:
+        problems.append(Problem(key, f"{exc}; expected {form}"))
+        return None
+
+
+def _check_ca(tls: TlsSettings, now: dt.datetime | None) -> list[Problem]:
+    problems: list[Problem] = []
+    ca_certs = _check_pem(
+        "tls.caCertPem", certs.load_certificates, tls.ca_cert_pem or "", problems,
+        "the internal CA's PEM certificate",
+    )  # fmt: skip
+    ca_key = _check_pem(
+        "tls.caKeyPem", certs.load_private_key, _secret(tls.ca_key_pem), problems,
+        "the internal CA's unencrypted PEM private key, set as a secret",
+    )  # fmt: skip
+    if ca_certs:
+        ca = ca_certs[0]
+        if not certs.is_ca(ca):
+            problems.append(
+                Problem(
+                    "tls.caCertPem",
+                    "is not a CA certificate (basicConstraints CA:TRUE missing); "
+                    "expected the certificate of the CA that signs the cache certificate",
+                )
+            )
+        if certs.is_expired(ca, now):
+            problems.append(Problem("tls.caCertPem", "has expired; expected a CA valid now"))
+        if ca_key is not None and not certs.key_matches_certificate(ca_key, ca):
+            problems.append(
+                Problem("tls.caKeyPem", "does not match tls.caCertPem; expected the CA certificate's key")
+            )
+    return problems
+
+
+def _check_provided(tls: TlsSettings, cache_host: str | None, now: dt.datetime | None) -> list[Problem]:
+    problems: list[Problem] = []
+    chain = _check_pem(
+        "tls.certPem", certs.load_certificates, tls.cert_pem or "", problems,
+        "the cache's PEM certificate",
+    )  # fmt: skip
+    key = _check_pem(
+        "tls.keyPem", certs.load_private_key, _secret(tls.key_pem), problems,
+        "the cache's unencrypted PEM private key, set as a secret",
+    )  # fmt: skip
+    intermediates: list[Any] = []
+    if tls.chain_pem:
+        intermediates = _check_pem(
+            "tls.chainPem", certs.load_certificates, tls.chain_pem, problems,
+            "the intermediate CA certificate(s) in PEM",
+        ) or []  # fmt: skip
+    if chain:
+        leaf = chain[0]
+        if key is not None and not certs.key_matches_certificate(key, leaf):
+            problems.append(
+                Problem("tls.keyPem", "does not match tls.certPem; expected the certificate's key")
+            )
+        if cache_host is not None and not certs.covers_host(leaf, cache_host):
+            dns, ips = certs.subject_alt_names(leaf)
+            names = ", ".join(dns + ips) or "none"
+            problems.append(
+                Problem(
+                    "tls.certPem",
+                    f"does not cover cacheHost {cache_host} (its subject alternative names: "
+                    f"{names}); expected a certificate whose SANs include cacheHost",
+                )
+            )
+        if certs.is_expired(leaf, now):
+            problems.append(
+                Problem(
+                    "tls.certPem",
+                    f"expired on {certs.not_after(leaf):%Y-%m-%d}; expected a valid certificate",
+                )
+            )
+        if intermediates and leaf.issuer != intermediates[0].subject:
+            problems.append(
+                Problem(
+                    "tls.chainPem",
+                    "does not start with the issuer of tls.certPem; "
+                    "expected the intermediate that signed it first",
+                )
+            )
+    return problems

@@ -1,0 +1,253 @@
+"""The settings' typed model: one pydantic model per object key, and the form of
+every single value (each validator raises ValueError("expected ...") or a
+message of its own; components/settings_messages.py turns it into the line the
+operator reads). Value rules shared with the policy pack are in rules.py."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationInfo
+from pydantic.alias_generators import to_camel
+
+from components import certs, rotation, rules
+from components.rules import is_ip
+
+# The object keys: Pulumi.yaml cannot declare them, so their defaults are the
+# models' field defaults.
+OBJECT_KEYS = ("tls", "storage", "secretFiles")
+
+# ---------------------------------------------------------------------------
+# Forms of single values. Each validator raises ValueError("expected ...");
+# the message is what the operator reads after the key name.
+# ---------------------------------------------------------------------------
+
+_NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+_LABEL_KEY_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$")
+_SERVICE_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
+_VOLUME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def is_fqdn(value: str) -> bool:
+    """A dotted DNS name (not an IP): what a client can resolve from anywhere."""
+    return "." in value and rules.is_dns_name(value)
+
+
+def host(value: str) -> str:
+    problem = rules.host_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _node(value: str) -> str:
+    if not _NODE_RE.match(value):
+        raise ValueError("expected a Swarm node hostname or node ID")
+    return value
+
+
+def _label_key(value: str) -> str:
+    if not _LABEL_KEY_RE.match(value):
+        raise ValueError(
+            "expected a node label key of lower-case letters, digits, '.', '-' or '_' "
+            "(dtr.cache for MSR 2, msr.cache for MSR 3)"
+        )
+    return value
+
+
+def _image(value: str) -> str:
+    problem = rules.image_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _blob_ttl(value: str) -> str:
+    problem = rules.blob_ttl_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _rotation_period(value: str) -> str:
+    rotation.period_hours(value)  # ValueError names the expected form
+    return value
+
+
+def _service_name(value: str) -> str:
+    if value and not _SERVICE_RE.match(value):
+        raise ValueError(
+            "expected a Swarm service name of letters, digits, '-', '_' or '.' (at most 63), "
+            "or empty for msr-cache-<stack>"
+        )
+    return value
+
+
+def _volume_name(value: str) -> str:
+    if value and not _VOLUME_RE.match(value):
+        raise ValueError("expected a Docker volume name of letters, digits, '_', '.' or '-'")
+    return value
+
+
+def _ca_pem(value: str, info: ValidationInfo) -> str:
+    if value:
+        now = (info.context or {}).get("now")
+        try:
+            for cert in certs.load_certificates(value):
+                if certs.is_expired(cert, now):
+                    raise ValueError("holds an expired certificate; expected a valid PEM CA certificate")
+        except certs.PemError as exc:
+            raise ValueError(f"{exc}; expected PEM certificate text") from None
+    return value
+
+
+Host = Annotated[str, AfterValidator(host)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+NodeName = Annotated[str, AfterValidator(_node)]
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+Image = Annotated[str, AfterValidator(_image)]
+BlobTtl = Annotated[str, AfterValidator(_blob_ttl)]
+RotationPeriod = Annotated[str, AfterValidator(_rotation_period)]
+ServiceName = Annotated[str, AfterValidator(_service_name)]
+VolumeName = Annotated[str, AfterValidator(_volume_name)]
+CaPem = Annotated[str, AfterValidator(_ca_pem)]
+IpAddress = Annotated[str, AfterValidator(lambda v: v if is_ip(v) else _raise("expected an IP address"))]
+DnsName = Annotated[
+    str,
+    AfterValidator(lambda v: v if rules.is_dns_name(v) else _raise("expected a DNS name")),
+]
+
+
+def _raise(message: str) -> Any:
+    raise ValueError(message)
+
+
+class Model(BaseModel):
+    # Keys are camelCase in stack config, snake_case in Python.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+# A month before expiry: room for one missed weekly or monthly `pulumi up`.
+DEFAULT_RENEW_BEFORE_HOURS = 720
+
+
+class TlsSettings(Model):
+    """`msr-cache:tls`: where the cache's key and certificate come from."""
+
+    mode: Literal["selfSigned", "caSigned", "provided"] = "selfSigned"
+    key_algorithm: Literal["RSA", "ECDSA"] = "RSA"
+    rsa_bits: Literal[2048, 3072, 4096] = 4096
+    validity_hours: Annotated[int, Field(ge=24, le=87600)] = 8760
+    # Planned rotation period ("2160h", "90d"); None: only forced rotation.
+    rotate_every: RotationPeriod | None = None
+    # Hours before expiry from which `pulumi up` renews the certificate (pulumi-tls
+    # early_renewal_hours); None: the default below. There is no "never": a
+    # certificate that is never renewed expires under a running cache, and the
+    # policy pack refuses one.
+    renew_before_hours: Annotated[int, Field(ge=1, le=87600)] | None = None
+
+    @property
+    def effective_renew_before_hours(self) -> int:
+        """30 days, or a quarter of the validity for shorter-lived certificates."""
+        if self.renew_before_hours is not None:
+            return self.renew_before_hours
+        return min(DEFAULT_RENEW_BEFORE_HOURS, self.validity_hours // 4)
+
+    dns_names: list[DnsName] = []
+    ip_addresses: list[IpAddress] = []
+    # caSigned: the internal CA that signs the cache certificate.
+    ca_cert_pem: str | None = None
+    ca_key_pem: SecretStr | None = None
+    # provided: the operator's own certificate, key and intermediate chain.
+    cert_pem: str | None = None
+    key_pem: SecretStr | None = None
+    chain_pem: str | None = None
+
+
+class StorageSettings(Model):
+    """`msr-cache:storage`: where cached layers live."""
+
+    mode: Literal["container", "volume"] = "container"
+    volume_name: VolumeName = ""
+    driver: Annotated[str, Field(min_length=1, max_length=128)] = "local"
+    driver_opts: dict[str, str] = {}
+    # Keep the volume Pulumi made (retain_on_delete) when the stack is destroyed
+    # or the volume renamed. Off by default: `pulumi destroy` leaves nothing of
+    # the stack behind (a test cache must not); set it where the layers are worth
+    # more than the disk (refetching them is a full pull over the WAN).
+    retain: bool = False
+
+
+def _file_mode(value: str) -> str:
+    if not _FILE_MODE_RE.match(value):
+        raise ValueError('expected a quoted octal file mode, e.g. "0444" or "0400"')
+    return value
+
+
+_FILE_MODE_RE = re.compile(r"^0?[0-7]{3}$")
+FileMode = Annotated[str, AfterValidator(_file_mode)]
+
+
+class SecretFilesSettings(Model):
+    """`msr-cache:secretFiles`: mode and owner of the secret files Swarm mounts
+    for the cache (certificates, key, config.yml). The defaults are Swarm's own,
+    which the documented stack file uses."""
+
+    mode: FileMode = "0444"
+    uid: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    gid: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+
+    @property
+    def mode_bits(self) -> int:
+        return int(self.mode, 8)
+
+
+class Settings(Model):
+    msr_host: Host
+    msr_port: Port
+    msr_ca_cert: CaPem
+    fetch_msr_ca: bool
+    cache_host: Host
+    cache_port: Port
+    cache_node: NodeName
+    node_label: LabelKey
+    image: Image
+    blob_ttl: BlobTtl
+    log_level: Literal["error", "warn", "info", "debug"]
+    publish_mode: Literal["ingress", "host"]
+    service_name: ServiceName
+    tls: TlsSettings = TlsSettings()
+    storage: StorageSettings = StorageSettings()
+    secret_files: SecretFilesSettings = SecretFilesSettings()
+    # The keys the operator stored as Pulumi secrets: errors raised later (the
+    # MSR CA fetch) must not quote their values either.
+    _secret_keys: frozenset[str] = PrivateAttr(default=frozenset())
+
+    def redact(self, message: str) -> str:
+        """`message` with the values of secret keys blanked out."""
+        raw = {"msrHost": self.msr_host, "cacheHost": self.cache_host, "cacheNode": self.cache_node}
+        for key, value in raw.items():
+            if key in self._secret_keys and len(value) >= 4:
+                message = message.replace(value, "[secret]")
+        return message
+
+    @property
+    def upstream_url(self) -> str:
+        return f"https://{_url_host(self.msr_host)}:{self.msr_port}"
+
+    @property
+    def cache_url(self) -> str:
+        """The URL clients use: http.host in config.yml and the stack's cacheUrl."""
+        port = "" if self.cache_port == 443 else f":{self.cache_port}"
+        return f"https://{_url_host(self.cache_host)}{port}"
+
+    def effective_service_name(self, stack: str) -> str:
+        return self.service_name or f"msr-cache-{stack}"
+
+    def effective_volume_name(self, stack: str) -> str:
+        return self.storage.volume_name or f"{self.effective_service_name(stack)}-data"
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -54,7 +54,6 @@ _FORMS = {
 }
 
 
-
 @dataclass(frozen=True)
 class Problem:
     key: str  # path below the namespace, e.g. "tls.mode"

@@ -69,7 +69,7 @@ unit: $(STAMP)
 # The local multi-node swarm (scripts/swarm.sh; README "Local swarm"). NODES=n for more nodes.
 swarm-up:
 	@scripts/swarm.sh up $(NODES) && eval "$$(scripts/swarm.sh env)" && \
-	 if [ -n "$${MSRC_SWARM:-}" ]; then tests/images/build.sh; fi
+	 if [ -n "$${MSRC_SWARM:-}" ]; then rehearsal/images/build.sh; fi
 
 swarm-down:
 	@scripts/swarm.sh down
@@ -83,14 +83,14 @@ ON_SWARM := scripts/swarm.sh with --
 
 # The test images (upstream registry, content-cache stand-in), served to every node.
 images:
-	@$(ON_SWARM) tests/images/build.sh
+	@$(ON_SWARM) rehearsal/images/build.sh
 
 # End-to-end tests on the local swarm. Without Docker the tests skip and say why.
 # No hypothesis there: its plugin imports hypothesis at the very end, and that
 # compile has failed once with CPython 3.11's spurious "AST constructor recursion
 # depth mismatch" (cpython#106905) after the threaded fault tests.
 e2e: $(STAMP)
-	@$(ON_SWARM) bash -c 'if [ -n "$${MSRC_SWARM:-}" ]; then tests/images/build.sh || exit 1; fi; \
+	@$(ON_SWARM) bash -c 'if [ -n "$${MSRC_SWARM:-}" ]; then rehearsal/images/build.sh || exit 1; fi; \
 	   exec $(PY) -m pytest tests/e2e -q -p no:hypothesispytest'
 
 # The Debian packages the unit and end-to-end tests use (docker.io, docker-registry,
@@ -146,8 +146,8 @@ rehearse: $(STAMP)
 	@scripts/swarm.sh with $(if $(KEEPING),--keep) -- bash -c '\
 	   if [ -z "$${MSRC_SWARM:-}" ]; then \
 	     echo "rehearse: no Docker here: $$(cat build/swarm/unavailable 2>/dev/null)" >&2; exit 1; fi; \
-	   tests/images/build.sh && \
-	   exec $(PY) -m tests.rehearsal up $(if $(STACK),--stack "$(STACK)") $(if $(STACK_CONFIG),--stack-config "$(STACK_CONFIG)") \
+	   rehearsal/images/build.sh && \
+	   exec $(PY) -m rehearsal up $(if $(STACK),--stack "$(STACK)") $(if $(STACK_CONFIG),--stack-config "$(STACK_CONFIG)") \
 	     $(if $(REPORT),--report "$(REPORT)") $(if $(KEEPING),--keep)'
 
 # Removes a kept rehearsal, and the swarm too when that rehearsal started it.
@@ -158,7 +158,7 @@ rehearse-down: $(STAMP)
 	     rm -f build/rehearsal/state.json; \
 	   else echo "rehearse: no kept rehearsal and no swarm running"; fi; \
 	   exit 0; fi
-	@$(ON_SWARM) $(PY) -m tests.rehearsal down
+	@$(ON_SWARM) $(PY) -m rehearsal down
 	@scripts/swarm.sh release
 
 # A throwaway copy of an environment's cache: up, smoke check, destroy (README runbook).
@@ -181,5 +181,5 @@ bench: $(BENCH_STAMP)
 	@$(ON_SWARM) bash -c '\
 	   if [ -z "$${MSRC_SWARM:-}" ]; then \
 	     echo "bench: no Docker here: $$(cat build/swarm/unavailable 2>/dev/null)" >&2; exit 1; fi; \
-	   tests/images/build.sh && exec $(PY) -m bench'
+	   rehearsal/images/build.sh && exec $(PY) -m bench'
 

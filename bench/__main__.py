@@ -152,7 +152,7 @@ def main(argv: list[str]) -> int:
     import docker
 
     from bench.measure import Bench, Params
-    from tests.rehearsal.localswarm import LocalSwarm, SwarmUnavailable
+    from rehearsal.localswarm import LocalSwarm, SwarmUnavailable
 
     if not os.environ.get("DOCKER_HOST"):
         say("bench: DOCKER_HOST is not set; run it through `make bench`, which starts the swarm")

@@ -1,6 +1,6 @@
 """The measurements of `make bench`, on the local multi-node swarm (see bench/__main__.py).
 
-Where things run (tests/rehearsal/localswarm.py):
+Where things run (rehearsal/localswarm.py):
 
     msrc-manager  10.77.0.11  the manager Pulumi (the rehearsal) talks to; its engine
                               does the `docker pull`s of a site's Docker host
@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.rehearsal import upstream as up
-from tests.rehearsal.applier import Rehearsal
-from tests.rehearsal.deploy import Deployed, apply_and_serve, pulumi_volumes, remove_node_volumes
-from tests.rehearsal.localswarm import LocalSwarm
+from rehearsal import upstream as up
+from rehearsal.applier import Rehearsal
+from rehearsal.deploy import Deployed, apply_and_serve, pulumi_volumes, remove_node_volumes
+from rehearsal.localswarm import LocalSwarm
 from tools.smoke import Image, Registry
 
 Log = Callable[[str], None]
@@ -195,8 +195,8 @@ class Bench:
         remove_node_volumes(self.swarm.cache, volumes, log=lambda _m: None)
 
     def deploy(self, overrides: dict[str, Any] | None = None) -> Deployed:
-        from tests.rehearsal.stack import read_stack
-        from tests.support.program import ROOT
+        from rehearsal.engine import ROOT
+        from rehearsal.stack import read_stack
 
         stack = read_stack(ROOT / "stacks/Pulumi.dev.yaml")
         self.deployed = apply_and_serve(

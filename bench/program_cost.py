@@ -6,7 +6,7 @@ that builds N `MsrCache` components in one run, each from the real settings
 loader (`parse_settings` with its own cacheHost, cacheNode, cachePort and
 serviceName) and the real components, exactly as `__main__.py` builds its one
 cache. N=1 is also measured with the real `__main__.py` through
-`tests.support.program.run_program`.
+`rehearsal.engine.run_program`.
 
 Every case runs in a fresh interpreter (imports are cold; the `.pyc` files on
 disk are used, as in a real `pulumi up`), and its time runs from just before
@@ -16,7 +16,7 @@ a fresh interpreter doing only `import pulumi, pulumi_docker, pulumi_tls,
 pulumi_random`. Each figure is the median of `runs`; the runs of all cases are
 interleaved so that a load change on the machine hits them alike.
 
-The mocks are `FastMocks`: `tests.support.program.RecordingMocks` (which
+The mocks are `FastMocks`: `rehearsal.engine.RecordingMocks` (which
 records every registration, components included, and answers like the
 providers: real self-signed certificates from the inputs, random passwords,
 auto-names), except that every `tls.PrivateKey` is answered with one ECDSA
@@ -45,7 +45,8 @@ from typing import Any
 
 import pulumi
 
-from tests.support import pki, program
+from rehearsal import engine as program
+from rehearsal import pki
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = "dev"
@@ -212,7 +213,7 @@ def measure(ns: tuple[int, ...] = (1, 10, 100), runs: int = 3) -> dict[str, Any]
         "importFloorRunsSeconds": [round(f, 4) for f in floors],
         "importFloorModules": list(PROVIDER_SDKS),
         "cases": [_summary(int(case), results, floor) for case, results in per_case.items()],
-        "mainProgram": {**main, "program": "__main__.py via tests.support.program.run_program"},
+        "mainProgram": {**main, "program": "__main__.py via rehearsal.engine.run_program"},
     }
 
 

@@ -5,7 +5,7 @@
 # volume, node label). What the `engine` GitHub workflow runs (`make engine-check`).
 #
 # It shares the rehearsal's pieces: the local swarm (scripts/swarm.sh, under its
-# lock), the stand-in images (tests/images/build.sh) and the same kind of "MSR"
+# lock), the stand-in images (rehearsal/images/build.sh) and the same kind of "MSR"
 # stand-in (Docker Distribution with TLS from a private CA, on the msr node).
 # The dev stack's own image (mirantis/dtr-content-cache) cannot be pulled there, so
 # msr-cache:image is the stand-in, and msrHost/msrPort/msrCaCert point at the
@@ -60,7 +60,7 @@ cleanup() {
 trap cleanup EXIT
 
 say "building and serving the stand-in images"
-tests/images/build.sh
+rehearsal/images/build.sh
 
 # --- The MSR stand-in: Distribution over TLS from a private CA, on the msr node -----
 say "starting the MSR stand-in on $msr_address:$UPSTREAM_PORT"

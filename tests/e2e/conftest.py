@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.rehearsal.localswarm import LocalSwarm, SwarmUnavailable
+from rehearsal.localswarm import LocalSwarm, SwarmUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 UNAVAILABLE = ROOT / "build/swarm/unavailable"
@@ -84,15 +84,15 @@ def test_images(swarm: LocalSwarm) -> None:
     import subprocess
 
     proc = subprocess.run(
-        [str(ROOT / "tests/images/build.sh")], capture_output=True, text=True, timeout=600, check=False
+        [str(ROOT / "rehearsal/images/build.sh")], capture_output=True, text=True, timeout=600, check=False
     )
-    assert proc.returncode == 0, f"tests/images/build.sh failed:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"rehearsal/images/build.sh failed:\n{proc.stderr[-3000:]}"
 
 
 @pytest.fixture(scope="session")
 def upstream(swarm: LocalSwarm, test_images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The "MSR" stand-in on the msr node: a TLS registry with a private CA, for the whole session."""
-    from tests.rehearsal import upstream as up
+    from rehearsal import upstream as up
 
     started = up.start(swarm, tmp_path_factory.mktemp("upstream"), port=5910)
     yield started
@@ -111,8 +111,8 @@ def rehearsals(
 ) -> Iterator[Any]:
     """Make Rehearsal objects; every one is destroyed after the test, pass or fail,
     with the volumes Swarm made for it on the cache node."""
-    from tests.rehearsal.applier import Rehearsal
-    from tests.rehearsal.deploy import pulumi_volumes, remove_node_volumes
+    from rehearsal.applier import Rehearsal
+    from rehearsal.deploy import pulumi_volumes, remove_node_volumes
 
     made: list[Rehearsal] = []
 

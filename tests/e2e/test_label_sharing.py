@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from tests.rehearsal import upstream as up
-from tests.rehearsal.deploy import Deployed, apply_and_serve
-from tests.rehearsal.localswarm import LocalSwarm
-from tests.rehearsal.stack import read_stack
-from tests.support.program import ROOT
+from rehearsal import upstream as up
+from rehearsal.deploy import Deployed, apply_and_serve
+from rehearsal.engine import ROOT
+from rehearsal.localswarm import LocalSwarm
+from rehearsal.stack import read_stack
 
 pytestmark = pytest.mark.docker
 

@@ -191,7 +191,7 @@ def moved_bundle() -> Any:
 def registered_by_the_program(env: dict[str, str], props: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """(inputs, pickled provider) of the NodeLabel as __main__.py registers it under
     `env`, retargeted at this test's node and label."""
-    from tests.support.program import run_program
+    from rehearsal.engine import run_program
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

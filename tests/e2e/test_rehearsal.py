@@ -21,11 +21,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from components.registry_config import files_named
-from tests.rehearsal import upstream as up
-from tests.rehearsal.deploy import Deployed, apply_and_serve
-from tests.rehearsal.localswarm import LocalSwarm
-from tests.rehearsal.stack import read_stack
-from tests.support.program import ROOT
+from rehearsal import upstream as up
+from rehearsal.deploy import Deployed, apply_and_serve
+from rehearsal.engine import ROOT
+from rehearsal.localswarm import LocalSwarm
+from rehearsal.stack import read_stack
 from tools.smoke import handshake
 
 pytestmark = pytest.mark.docker
@@ -150,8 +150,8 @@ def test_a_wrong_upstream_ca_stops_the_cache_loudly(
 ) -> None:
     """The trust in dtr.cert.pem is real: with another CA the cache cannot
     reach MSR, and says so (the stand-in checks the upstream at start)."""
-    from tests.rehearsal.stack import for_local_swarm
-    from tests.support import pki
+    from rehearsal import pki
+    from rehearsal.stack import for_local_swarm
 
     rehearsal = rehearsals("e2e-wrong-ca")
     settings = for_local_swarm(
@@ -269,7 +269,7 @@ def test_cached_layers_survive_a_restart_only_on_a_volume(
     deployed = deploy(f"e2e-storage-{mode}", {"storage": {"mode": mode}})
     pull_and_settle(deployed, upstream, f"e2e/storage-{mode}")
     fetched = upstream.blob_gets()
-    from tests.rehearsal.deploy import pulumi_volumes
+    from rehearsal.deploy import pulumi_volumes
 
     volumes = pulumi_volumes(deployed.rehearsal)
     on_node = {v.name for v in cache_client.volumes.list()}
@@ -293,7 +293,7 @@ def test_cached_layers_survive_a_restart_only_on_a_volume(
 def test_destroy_leaves_nothing_of_the_stack_on_any_node(
     deploy: Callable[..., Deployed], rehearsals: Callable[[str], Any], docker_client: Any, swarm: LocalSwarm
 ) -> None:
-    from tests.rehearsal.deploy import pulumi_volumes, remove_node_volumes
+    from rehearsal.deploy import pulumi_volumes, remove_node_volumes
 
     rehearsal = rehearsals("e2e-destroy")
     deployed = deploy("e2e-destroy", {"storage": {"mode": "volume"}}, rehearsal=rehearsal)
@@ -337,7 +337,7 @@ def test_a_failed_apply_keeps_what_it_made_for_destroy(
 ) -> None:
     """As after a failed `pulumi up`: what was created stays in the state, and
     destroy removes it. An unknown node fails in the label provider."""
-    from tests.rehearsal.stack import for_local_swarm
+    from rehearsal.stack import for_local_swarm
 
     rehearsal = rehearsals("e2e-failed")
     settings = for_local_swarm(DEV, upstream, "no-such-node", image=swarm.stand_in_image)
@@ -368,7 +368,7 @@ def set_availability(node: Any, availability: str) -> None:
 def test_a_drained_cache_node_fails_up_naming_the_node_and_the_reason(
     rehearsals: Callable[[str], Any], upstream: up.Upstream, docker_client: Any, node: Any, swarm: LocalSwarm
 ) -> None:
-    from tests.rehearsal.stack import for_local_swarm
+    from rehearsal.stack import for_local_swarm
 
     rehearsal = rehearsals("e2e-drained")
     settings = for_local_swarm(DEV, upstream, swarm.cache.hostname, image=swarm.stand_in_image)
@@ -417,7 +417,7 @@ def test_a_cache_node_that_is_gone_fails_up_naming_the_node_and_the_reason(
     gone_node: str,
     swarm: LocalSwarm,
 ) -> None:
-    from tests.rehearsal.stack import for_local_swarm
+    from rehearsal.stack import for_local_swarm
 
     rehearsal = rehearsals("e2e-gone")
     settings = for_local_swarm(DEV, upstream, gone_node, image=swarm.stand_in_image)

@@ -1,5 +1,5 @@
 """`make rehearse` and `make rehearse-down` as an operator runs them (the make
-targets call `python -m tests.rehearsal`; the swarm is already up here)."""
+targets call `python -m rehearsal`; the swarm is already up here)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.rehearsal.localswarm import LocalSwarm
-from tests.support.program import ROOT
+from rehearsal.engine import ROOT
+from rehearsal.localswarm import LocalSwarm
 from tools.smoke import handshake
 
 pytestmark = pytest.mark.docker
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.docker
 def rehearse(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "REHEARSAL_DIR": str(tmp_path / "state"), "UPSTREAM_PORT": "5920"}
     return subprocess.run(
-        [sys.executable, "-m", "tests.rehearsal", *args],
+        [sys.executable, "-m", "rehearsal", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

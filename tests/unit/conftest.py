@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 import pytest
 
-from tests.support import program
+from rehearsal import engine as program
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from components import certs
-from tests.support import pki
+from rehearsal import pki
 
 ROOT = pki.make_ca("Certs Test Root CA")
 INTER = pki.make_ca("Certs Test Intermediate CA", issuer=ROOT)

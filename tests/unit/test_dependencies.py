@@ -16,7 +16,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.support.program import ROOT
+from rehearsal.engine import ROOT
 
 # lock -> the requirements file it is compiled from
 LOCKS = {

@@ -40,7 +40,9 @@ from hypothesis import strategies as st
 
 from components.settings import known_keys
 from components.settings_messages import ECHO_SAFE
-from tests.support import leakscan, pki, program
+from rehearsal import engine as program
+from rehearsal import pki
+from tests.support import leakscan
 
 STACK = "dev"
 ROOT_STACK = f"{program.PROJECT}-{STACK}"  # the root stack resource the mock monitor records

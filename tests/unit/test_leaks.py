@@ -28,8 +28,9 @@ from unittest import mock
 
 import pytest
 
-from tests.support import leakscan, pki
-from tests.support.program import Run, plain_strings, run_program, unwrap
+from rehearsal import pki
+from rehearsal.engine import Run, plain_strings, run_program, unwrap
+from tests.support import leakscan
 
 pytest_plugins = ["pytester"]
 
@@ -413,7 +414,7 @@ def test_prints_a_short_prefix_only():
 def test_plugin_learns_the_secrets_the_program_mints(inner: pytest.Pytester) -> None:
     """In a fresh session: the http secret the mocks mint counts as secret, unasked."""
     source = """
-from tests.support.program import run_program, unwrap
+from rehearsal.engine import run_program, unwrap
 
 def test_prints_the_http_secret():
     run = run_program(config={"tls": {"keyAlgorithm": "ECDSA"}})
@@ -421,7 +422,7 @@ def test_prints_the_http_secret():
     print("http secret:", unwrap(password.state["result"]))
 
 def test_prints_the_secret_config_key():
-    from tests.support import pki
+    from rehearsal import pki
     ca = pki.make_ca()
     tls = {"mode": "caSigned", "caCertPem": ca.cert_pem, "caKeyPem": ca.key_pem}
     run_program(config={"tls": tls}, secret_keys=("tls",))

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.rehearsal.localswarm import LocalSwarm, SwarmUnavailable
+from rehearsal.localswarm import LocalSwarm, SwarmUnavailable
 
 
 def doc(**changes: Any) -> dict[str, Any]:

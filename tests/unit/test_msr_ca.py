@@ -23,7 +23,8 @@ import yaml
 
 from components import certs
 from components.msr_ca import FetchError, fetch_msr_ca
-from tests.support import pki, program
+from rehearsal import engine as program
+from rehearsal import pki
 
 HOST = "127.0.0.1"
 MSR_CA = pki.make_ca("MSR Test Root CA")

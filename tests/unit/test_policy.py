@@ -35,8 +35,8 @@ from pulumi_policy.proxy import UNKNOWN_ARRAY_VALUE, UNKNOWN_NUMBER_VALUE, UNKNO
 
 from components import registry_config
 from policy import msrcache_policies as mp
-from tests.support import pki
-from tests.support.program import Run, run_program, secret
+from rehearsal import pki
+from rehearsal.engine import Run, run_program, secret
 
 POLICY_DIR = Path(mp.__file__).resolve().parent
 POLICY_NAMES = [spec.name for spec in mp.SPECS]

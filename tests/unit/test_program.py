@@ -15,8 +15,8 @@ import yaml
 from cryptography import x509
 
 from components import certs
-from tests.support import pki
-from tests.support.program import Run, plain_strings, run_program, unwrap
+from rehearsal import pki
+from rehearsal.engine import Run, plain_strings, run_program, unwrap
 
 SERVICE = "docker:index/service:Service"
 SECRET = "docker:index/secret:Secret"
@@ -469,14 +469,14 @@ def test_private_key_never_plain(default_run: Run) -> None:
 
 
 def test_key_secret_data_is_a_secret_input(default_run: Run) -> None:
-    from tests.support.program import is_secret_wrapper
+    from rehearsal.engine import is_secret_wrapper
 
     for res in default_run.of_type(SECRET):
         assert is_secret_wrapper(res.inputs["data"]), res.name
 
 
 def test_config_yml_data_is_a_secret_input(default_run: Run) -> None:
-    from tests.support.program import is_secret_wrapper
+    from rehearsal.engine import is_secret_wrapper
 
     assert is_secret_wrapper(default_run.named(CFG).inputs["data"])
 

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from bench import program_cost
-from tests.support import program
+from rehearsal import engine as program
 
 
 def _types(mocks: program.RecordingMocks) -> Counter[str]:

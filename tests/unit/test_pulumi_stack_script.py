@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from components import rotation
-from tests.support.program import ROOT
+from rehearsal.engine import ROOT
 
 SCRIPT = ROOT / "scripts/pulumi-stack.sh"
 

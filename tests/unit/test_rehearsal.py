@@ -13,14 +13,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from components import certs
-from tests.rehearsal import resources
-from tests.rehearsal.applier import Applied, State
-from tests.rehearsal.mapping import Field, UnmappedInput, nanoseconds, translate
-from tests.rehearsal.resources import Context, Created
-from tests.rehearsal.stack import for_local_swarm
-from tests.rehearsal.upstream import Upstream
-from tests.support import pki
-from tests.support.program import run_program
+from rehearsal import pki, resources
+from rehearsal.applier import Applied, State
+from rehearsal.engine import run_program
+from rehearsal.mapping import Field, UnmappedInput, nanoseconds, translate
+from rehearsal.resources import Context, Created
+from rehearsal.stack import for_local_swarm
+from rehearsal.upstream import Upstream
 
 CA = pki.make_ca("Corp CA")
 INTER = pki.make_ca("Intermediate", issuer=pki.make_ca("Root"))

@@ -11,8 +11,8 @@ import pytest
 from components import rotation
 from components.settings import SettingsError, parse_settings
 from policy import msrcache_policies as mp
-from tests.rehearsal.resources import Created, LocallySignedCert, SelfSignedCert
-from tests.support.program import run_program
+from rehearsal.engine import run_program
+from rehearsal.resources import Created, LocallySignedCert, SelfSignedCert
 from tests.unit.test_policy import analyze, deploy, only
 
 BASE = {"msrHost": "msr.example.com", "cacheHost": "cache.example.com", "cacheNode": "node-1"}

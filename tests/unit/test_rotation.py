@@ -15,8 +15,8 @@ import pulumi
 import pytest
 
 from components import rotation
-from tests.support import pki
-from tests.support.program import StatefulMocks, run_program
+from rehearsal import pki
+from rehearsal.engine import StatefulMocks, run_program
 
 T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 EVERY = "2160h"  # 90 days

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from pulumi.runtime.mocks import MockMonitor
 
-from tests.support.program import Run, run_program
+from rehearsal.engine import Run, run_program
 
 SERVICE = "docker:index/service:Service"
 SECRET = "docker:index/secret:Secret"
@@ -228,7 +228,7 @@ def test_deployed_stacks_update_the_service_in_place_to_mount_config_yml_as_a_se
 def test_every_mounted_secret_file_has_the_configured_mode_and_owner(
     secret_files: dict[str, Any] | None, expected: tuple[int, str, str]
 ) -> None:
-    from tests.support import pki
+    from rehearsal import pki
 
     config: dict[str, Any] = {"msrCaCert": pki.make_ca().cert_pem}
     if secret_files is not None:

@@ -1,6 +1,6 @@
 """Stack settings: the defaults, and every invalid configuration the program refuses.
 
-Invalid configurations are run through the real __main__.py (tests.support.program)
+Invalid configurations are run through the real __main__.py (rehearsal.engine)
 so that the checks cover what an operator sees: one pulumi.RunError naming each
 bad key with its expected form, no resource registered, and no secret echoed.
 """
@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from components.settings import Settings, SettingsError, parse_settings
-from tests.support import pki, program
+from rehearsal import engine as program
+from rehearsal import pki
 
 PULUMI_YAML = Path(__file__).resolve().parents[2] / "Pulumi.yaml"
 REQUIRED = {"msrHost": "msr.example.com", "cacheHost": "cache.example.com", "cacheNode": "node1"}

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import pki
-from tests.support.program import ROOT, run_program
+from rehearsal import pki
+from rehearsal.engine import ROOT, run_program
 
 # Throwaway stacks of make test-cache (Pulumi.test-*.yaml) are not environments.
 STACKS = sorted(p for p in (ROOT / "stacks").glob("Pulumi.*.yaml") if not p.name.startswith("Pulumi.test-"))

@@ -1,4 +1,4 @@
-"""tests/images/content-cache/start.sh, the entrypoint of the dtr-content-cache STAND-IN.
+"""rehearsal/images/content-cache/start.sh, the entrypoint of the dtr-content-cache STAND-IN.
 
 The script runs on the host under `busybox sh`, which (in Debian's busybox-static) runs
 its own applets for awk, sed and grep as well, so these tests exercise the same tools
@@ -26,10 +26,10 @@ import yaml
 from cryptography import x509
 
 from components.registry_config import CACHE_CERT, CACHE_KEY, MSR_CA, SECRETS_DIR, CacheConfig, render_config
-from tests.support import pki
+from rehearsal import pki
 
 ROOT = Path(__file__).resolve().parents[2]
-START_SH = ROOT / "tests" / "images" / "content-cache" / "start.sh"
+START_SH = ROOT / "rehearsal" / "images" / "content-cache" / "start.sh"
 BUSYBOX = shutil.which("busybox")
 REAL_REGISTRY = Path("/usr/bin/docker-registry")
 SYSTEM_CAS = Path("/etc/ssl/certs/ca-certificates.crt")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.program import ROOT
+from rehearsal.engine import ROOT
 
 SCRIPT = ROOT / "scripts/swarm.sh"
 

@@ -27,7 +27,7 @@ import yaml
 
 import tools.test_cache as tc
 from components.settings_model import _SERVICE_RE
-from tests.support import pki
+from rehearsal import pki
 from tools.smoke import SmokeError, SmokeResult
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from bench.wan import WanLink
-from tests.support import pki
+from rehearsal import pki
 
 HOST = "127.0.0.1"
 MB = 1_000_000

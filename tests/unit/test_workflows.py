@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.program import ROOT
+from rehearsal.engine import ROOT
 
 ACTIONLINT = ROOT / ".venv/bin/actionlint"
 WORKFLOWS = ROOT / ".github/workflows"

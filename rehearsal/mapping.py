@@ -32,7 +32,7 @@ def translate(value: dict[str, Any], shape: dict[str, Field], where: str) -> dic
     out: dict[str, Any] = {}
     for key, item in value.items():
         if key not in shape:
-            raise UnmappedInput(f"{where}.{key} is not mapped by the rehearsal; map it in tests/rehearsal")
+            raise UnmappedInput(f"{where}.{key} is not mapped by the rehearsal; map it in rehearsal")
         spec = shape[key]
         if spec.target is None or item is None:
             continue

@@ -1,7 +1,7 @@
 """`make rehearse` / `make rehearse-down`: a stack, rehearsed on the local swarm.
 
-    python -m tests.rehearsal up (--stack NAME | --stack-config FILE) [--report FILE] [--keep]
-    python -m tests.rehearsal down
+    python -m rehearsal up (--stack NAME | --stack-config FILE) [--report FILE] [--keep]
+    python -m rehearsal down
 
 `up` starts the upstream stand-in on the local swarm's msr node, applies the
 stack's real program through the manager in DOCKER_HOST with the cache on the
@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.rehearsal.localswarm import LocalSwarm, SwarmUnavailable
+from rehearsal.localswarm import LocalSwarm, SwarmUnavailable
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 # One kept rehearsal at a time; REHEARSAL_DIR lets the tests use their own.
 STATE_DIR = Path(os.environ.get("REHEARSAL_DIR") or ROOT / "build/rehearsal")
 STATE = STATE_DIR / "state.json"
@@ -76,10 +76,10 @@ def engine_pull(c: Any, address: tuple[str, int]) -> None:
 
 
 def up(args: argparse.Namespace) -> int:
-    from tests.rehearsal import upstream as up_
-    from tests.rehearsal.applier import Rehearsal
-    from tests.rehearsal.deploy import apply_and_serve, pulumi_volumes, remove_node_volumes
-    from tests.rehearsal.stack import read_stack
+    from rehearsal import upstream as up_
+    from rehearsal.applier import Rehearsal
+    from rehearsal.deploy import apply_and_serve, pulumi_volumes, remove_node_volumes
+    from rehearsal.stack import read_stack
     from tools.smoke import smoke_check
 
     name, path = stack_file(args)
@@ -90,7 +90,7 @@ def up(args: argparse.Namespace) -> int:
     c, swarm = client()
     for tag in (swarm.upstream_image, swarm.stand_in_image):
         if not swarm.msr.client().images.list(name=tag):
-            raise SystemExit(f"rehearse: test image {tag} is missing; tests/images/build.sh builds it")
+            raise SystemExit(f"rehearse: test image {tag} is missing; rehearsal/images/build.sh builds it")
     stack = read_stack(path)
     workdir = STATE_DIR / name
     port = int(os.environ.get("UPSTREAM_PORT", "5900"))
@@ -150,9 +150,9 @@ def up(args: argparse.Namespace) -> int:
 
 
 def down(_args: argparse.Namespace) -> int:
-    from tests.rehearsal import upstream as up_
-    from tests.rehearsal.applier import Rehearsal
-    from tests.rehearsal.deploy import pulumi_volumes, remove_node_volumes
+    from rehearsal import upstream as up_
+    from rehearsal.applier import Rehearsal
+    from rehearsal.deploy import pulumi_volumes, remove_node_volumes
 
     if not STATE.exists():
         say("rehearse: no kept rehearsal to remove")
@@ -170,7 +170,7 @@ def down(_args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.rehearsal")
+    parser = argparse.ArgumentParser(prog="python -m rehearsal")
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="rehearse a stack on the local swarm")
     p_up.add_argument("--stack", help="stack name: stacks/Pulumi.<name>.yaml")

@@ -1,7 +1,7 @@
 """Apply the real __main__.py to a real Docker Swarm, without the Pulumi engine.
 
 The program runs under `pulumi.runtime.set_mocks`; each resource it registers
-is created for real by its handler (tests/rehearsal/resources.py), and the real
+is created for real by its handler (rehearsal/resources.py), and the real
 ids and outputs flow back into the program, so later resources see them as
 they would under `pulumi up`. A second `apply` with the same `Rehearsal` acts
 like a second `pulumi up` on the same state:
@@ -31,8 +31,8 @@ from typing import Any
 
 import pulumi
 
-from tests.rehearsal.resources import Context, Created, handler_for
-from tests.support.program import RecordingMocks, Registered, Run, run_program, secret, unwrap
+from rehearsal.engine import RecordingMocks, Registered, Run, run_program, secret, unwrap
+from rehearsal.resources import Context, Created, handler_for
 
 
 @dataclass

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.rehearsal.applier import Rehearsal
-from tests.rehearsal.localswarm import LocalSwarm, Node
-from tests.rehearsal.stack import RehearsalConfig, for_local_swarm
-from tests.rehearsal.upstream import Upstream
-from tests.support.program import Run
+from rehearsal.applier import Rehearsal
+from rehearsal.engine import Run
+from rehearsal.localswarm import LocalSwarm, Node
+from rehearsal.stack import RehearsalConfig, for_local_swarm
+from rehearsal.upstream import Upstream
 from tools.smoke import Registry
 
 SERVE_TIMEOUT = 90.0

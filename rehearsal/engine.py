@@ -1,4 +1,11 @@
-"""Run the real __main__.py under Pulumi's mocks and record what it registers.
+"""The imitation of the Pulumi engine that the unit tests and the rehearsal share.
+
+Run the real __main__.py under Pulumi's mocks and record what it registers, with
+the resource options the engine acts on (dependencies, delete_before_replace,
+replacement_trigger, ignore_changes, retain_on_delete). The unit tests use it
+as it is (RecordingMocks; StatefulMocks keep outputs across runs, as the
+state does); the rehearsal's applier (rehearsal/applier.py) extends the same
+mocks to create each resource for real on the swarm.
 
 The mocks answer like the providers would, closely enough for the program's
 own logic: pulumi-tls resources return real keys and certificates made with
@@ -26,10 +33,10 @@ from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.sync_await import _sync_await
 
-from tests.rehearsal.resources import HANDLERS, Context
-from tests.support import pki
+from rehearsal import pki
+from rehearsal.resources import HANDLERS, Context
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 MAIN = ROOT / "__main__.py"
 PROJECT = "msr-cache"
 

@@ -24,8 +24,8 @@ from typing import Any
 import yaml
 
 from components.settings import is_ip
-from tests.rehearsal.upstream import Upstream
-from tests.support import pki
+from rehearsal import pki
+from rehearsal.upstream import Upstream
 
 PROJECT = "msr-cache"
 

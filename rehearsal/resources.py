@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from components import rotation
-from tests.rehearsal.mapping import (
+from rehearsal.mapping import (
     Field,
     UnmappedInput,
     integer,
@@ -621,7 +621,8 @@ class Dynamic:
     def provider(inputs: dict[str, Any], config: dict[str, Any]) -> Any:
         from pulumi.dynamic import Config, ConfigureRequest
 
-        provider = dill.loads(base64.b64decode(inputs["__provider"]))
+        # The provider the program itself just pickled, unpickled as the engine does.
+        provider = dill.loads(base64.b64decode(inputs["__provider"]))  # noqa: S301
         provider.configure(ConfigureRequest(Config(raw_config=dict(config), project_name=Dynamic.PROJECT)))
         return provider
 

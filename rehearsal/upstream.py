@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from tests.rehearsal.localswarm import LocalSwarm
-from tests.support import pki
+from rehearsal import pki
+from rehearsal.localswarm import LocalSwarm
 from tools.smoke import Image, Registry
 
 ROLE_LABEL = "com.mirantis.msr-cache.rehearsal"

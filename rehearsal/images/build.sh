@@ -17,7 +17,7 @@
 # Each image is labelled with a hash of everything that goes into it and is only
 # rebuilt when that hash changes, so re-running this is cheap.
 #
-# Usage: tests/images/build.sh   (with `scripts/swarm.sh env` in the environment)
+# Usage: rehearsal/images/build.sh   (with `scripts/swarm.sh env` in the environment)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

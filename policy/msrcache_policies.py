@@ -77,6 +77,9 @@ from pulumi_policy.proxy import (
 # The value rules the settings apply too (the pack's virtualenv installs the project).
 from components import rules
 
+# The program's file layout, from the program itself.
+from components.registry_config import CACHE_CERT, CACHE_KEY, CONFIG_PATH, SECRETS_DIR, STORAGE_ROOT
+
 # Resource types, as the engine names them (type tokens, not passwords: S105).
 SERVICE: Final = "docker:index/service:Service"
 SERVICE_CONFIG: Final = "docker:index/serviceConfig:ServiceConfig"
@@ -86,14 +89,6 @@ LOCALLY_SIGNED_CERT: Final = "tls:index/locallySignedCert:LocallySignedCert"
 RANDOM_PASSWORD: Final = "random:index/randomPassword:RandomPassword"  # noqa: S105
 SELF_SIGNED_CERT: Final = "tls:index/selfSignedCert:SelfSignedCert"
 CERTIFICATES: Final = (SELF_SIGNED_CERT, LOCALLY_SIGNED_CERT)
-
-# The program's file layout (components/registry_config.py; the tests check they agree).
-# The pack runs in its own virtualenv without the program's modules, hence the copy.
-SECRETS_DIR: Final = "/run/secrets"
-CACHE_CERT: Final = "cache.cert.pem"
-CACHE_KEY: Final = "cache.key.pem"
-STORAGE_ROOT: Final = "/var/lib/registry"
-CONFIG_PATH: Final = "/config.yml"
 
 
 # Properties that must be in additionalSecretOutputs, by resource type.

@@ -32,12 +32,13 @@ What it cannot see: output of a test run with capturing off (`-s`), live logging
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import hashlib
 import json
 import re
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,6 +187,41 @@ def _shows_both_ends(secret: str, head: str, tail: str) -> bool:
 def private_key_kinds(text: str) -> list[str]:
     """The kinds of the PEM private-key blocks (whole or truncated) in `text`."""
     return [f"{m.group(1) or ''}PRIVATE KEY" for m in _KEY_HEADER.finditer(text)]
+
+
+def base64_text(text: str) -> str | None:
+    """`text` base64-decoded, when it is base64 of UTF-8 text (Swarm secret and config data)."""
+    if len(text) < 16 or len(text) % 4:
+        return None
+    try:
+        return base64.b64decode(text, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def leaks_in(text: str, secrets: Mapping[str, str], where: str = "text") -> list[str]:
+    """The one test of a leak, for checks of a given text (an error message, a resource
+    input): each PEM private-key block, and each of `secrets` (label -> value) in any
+    form the scan knows (whole, a line of it, base64-encoded), found in `text` as it
+    is, base64-decoded, or with its whitespace removed (a key reflowed across lines).
+    Returns descriptions that never hold the secret."""
+    found: dict[str, str] = {}  # what leaked -> the first form it was seen in
+    candidates = (
+        ("", text),
+        (" (base64-decoded)", base64_text(text)),
+        (" (whitespace removed)", re.sub(r"\s", "", text)),
+    )
+    for form, candidate in candidates:
+        if candidate is None:
+            continue
+        for kind in private_key_kinds(candidate):
+            found.setdefault(f"a PEM {kind} block", form)
+        for label, value in secrets.items():
+            for needle, how in Secret(value, label).needles:
+                if needle in candidate:
+                    found.setdefault(f"{label}{', ' + how if how else ''}", form)
+                    break
+    return sorted(f"{where}{form}: {what}" for what, form in found.items())
 
 
 def is_remembered(value: str) -> bool:

@@ -12,6 +12,7 @@ from cryptography.x509.oid import NameOID
 
 from components import certs
 from rehearsal import pki
+from tests.support import leakscan
 
 ROOT = pki.make_ca("Certs Test Root CA")
 INTER = pki.make_ca("Certs Test Intermediate CA", issuer=ROOT)
@@ -178,16 +179,6 @@ def test_summary_lists_ip_sans() -> None:
 # ---------------------------------------------------------------------------
 
 
-def _pem_body(pem: str) -> str:
-    return "".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))
-
-
-def _leaks(message: str, pem: str) -> list[str]:
-    body = _pem_body(pem)
-    flat = re.sub(r"\s", "", message)
-    return [body[i : i + 40] for i in range(len(body) - 39) if body[i : i + 40] in flat]
-
-
 ENCRYPTED_KEY_PEM = pki.encrypted_key_pem()
 
 
@@ -199,13 +190,13 @@ def test_encrypted_key_is_a_pem_error_saying_encrypted() -> None:
 def test_encrypted_key_error_does_not_contain_the_pem() -> None:
     with pytest.raises(certs.PemError) as info:
         certs.load_private_key(ENCRYPTED_KEY_PEM)
-    assert _leaks(str(info.value), ENCRYPTED_KEY_PEM) == []
+    assert leakscan.leaks_in(str(info.value), {"the key": ENCRYPTED_KEY_PEM}) == []
 
 
 def test_encrypted_key_error_chains_no_exception_showing_the_pem() -> None:
     with pytest.raises(certs.PemError) as info:
         certs.load_private_key(ENCRYPTED_KEY_PEM)
-    assert _leaks(repr(info.value.__cause__), ENCRYPTED_KEY_PEM) == []
+    assert leakscan.leaks_in(repr(info.value.__cause__), {"the key": ENCRYPTED_KEY_PEM}) == []
 
 
 def test_corrupt_key_error_does_not_contain_the_pem() -> None:
@@ -214,7 +205,7 @@ def test_corrupt_key_error_does_not_contain_the_pem() -> None:
     corrupt = "\n".join([lines[0], lines[1][::-1], *lines[2:]]) + "\n"
     with pytest.raises(certs.PemError) as info:
         certs.load_private_key(corrupt)
-    assert _leaks(str(info.value), corrupt) == []
+    assert leakscan.leaks_in(str(info.value), {"the key": corrupt}) == []
 
 
 def test_private_key_where_a_certificate_is_expected_is_a_pem_error() -> None:

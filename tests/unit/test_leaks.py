@@ -15,7 +15,6 @@ must not leak what it is about.
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import json
 import secrets
@@ -141,31 +140,6 @@ def ran(request: pytest.FixtureRequest) -> Ran:
     return _run(request.param)
 
 
-def _decoded(text: str) -> str | None:
-    """`text` base64-decoded, when it is base64 of UTF-8 text (Swarm secret and config data)."""
-    if len(text) < 16 or len(text) % 4:
-        return None
-    try:
-        return base64.b64decode(text, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-
-
-def _leaks(where: str, text: str, secrets_: dict[str, str]) -> list[str]:
-    """What leaks in `text` (also base64-decoded), described without the secret."""
-    found = []
-    for form, candidate in (("", text), (" (base64-decoded)", _decoded(text))):
-        if candidate is None:
-            continue
-        found += [f"{where}{form}: a PEM {kind} block" for kind in leakscan.private_key_kinds(candidate)]
-        for what, secret in secrets_.items():
-            for needle, how in leakscan.Secret(secret, what).needles:
-                if needle in candidate:
-                    found.append(f"{where}{form}: {what}{', ' + how if how else ''}")
-                    break
-    return found
-
-
 def test_the_run_has_the_secrets_it_is_checked_for(ran: Ran) -> None:
     """The checks below look for something: each config mints (or is given) its secrets."""
     kinds = {res.typ for res in ran.run.resources}
@@ -180,7 +154,7 @@ def test_no_plain_resource_input_holds_a_private_key_or_secret(ran: Ran) -> None
     leaks = []
     for res in ran.run.resources:
         for i, text in enumerate(plain_strings(res.inputs)):
-            leaks += _leaks(f"{res.typ} {res.name}, plain input string #{i}", text, ran.secrets)
+            leaks += leakscan.leaks_in(text, ran.secrets, f"{res.typ} {res.name}, plain input string #{i}")
     assert leaks == []
 
 
@@ -189,7 +163,7 @@ def test_no_stack_output_holds_a_private_key_or_secret(ran: Ran) -> None:
     for name, value in ran.run.exports.items():
         if name not in ran.run.secret_exports:
             for i, text in enumerate(plain_strings(value) if not isinstance(value, str) else [value]):
-                leaks += _leaks(f"output {name} (#{i})", text, ran.secrets)
+                leaks += leakscan.leaks_in(text, ran.secrets, f"output {name} (#{i})")
     assert leaks == []
     assert "certificatePem" in ran.run.exports  # the outputs were looked at
 
@@ -200,7 +174,7 @@ def test_the_secrets_are_secret_where_they_are_inputs(ran: Ran) -> None:
     missing = [
         what
         for what, secret in ran.secrets.items()
-        if not any(secret in s or secret in (_decoded(s) or "") for s in everywhere)
+        if not any(secret in s or secret in (leakscan.base64_text(s) or "") for s in everywhere)
     ]
     assert missing == []
 
@@ -445,3 +419,16 @@ def test_prints_the_certificate():
 def test_remember_refuses_a_value_too_short_to_scan_for() -> None:
     with pytest.raises(ValueError, match="at least"):
         leakscan.remember("short")
+
+
+def test_the_one_leak_check_finds_a_secret_in_every_form_it_knows() -> None:
+    key = pki.key_pem(pki.ec_key())
+    password = "s3cret-http-password-value"
+    secrets_ = {"the key": key, "the password": password}
+    body = "".join(line for line in key.splitlines() if not line.startswith("-----"))
+    reflowed = "error near " + "\n   ".join(body[i : i + 20] for i in range(0, len(body), 20))
+    assert leakscan.leaks_in("all is well", secrets_) == []
+    assert leakscan.leaks_in(f"x {password} y", secrets_) == ["text: the password"]
+    assert leakscan.leaks_in(base64.b64encode(password.encode()).decode(), secrets_)
+    assert any("the key" in f for f in leakscan.leaks_in(reflowed, secrets_))
+    assert [f for f in leakscan.leaks_in(key, {}) if "PRIVATE KEY block" in f]

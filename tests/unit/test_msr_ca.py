@@ -21,10 +21,10 @@ import pulumi
 import pytest
 import yaml
 
-from components import certs
 from components.msr_ca import FetchError, fetch_msr_ca
 from rehearsal import engine as program
 from rehearsal import pki
+from tests.unit.test_program import openssl_style_sha256
 
 HOST = "127.0.0.1"
 MSR_CA = pki.make_ca("MSR Test Root CA")
@@ -164,7 +164,7 @@ def test_program_config_yml_trusts_the_mounted_msr_ca(fetched_run: program.Run) 
 
 
 def test_program_exports_the_fetched_ca_fingerprint(fetched_run: program.Run) -> None:
-    assert fetched_run.exports["msrCaSha256"] == certs.summarize(CA_PEM).sha256
+    assert fetched_run.exports["msrCaSha256"] == openssl_style_sha256(CA_PEM)
 
 
 def test_program_upstream_is_the_fetched_msr(fetched_run: program.Run) -> None:

@@ -507,16 +507,6 @@ def test_plain_reads_through_pulumi_policys_unknown_checking_proxy() -> None:
     assert mp.plain(raw) == expected
 
 
-def test_policy_constants_match_the_program() -> None:
-    assert (mp.CACHE_CERT, mp.CACHE_KEY, mp.SECRETS_DIR, mp.STORAGE_ROOT, mp.CONFIG_PATH) == (
-        registry_config.CACHE_CERT,
-        registry_config.CACHE_KEY,
-        registry_config.SECRETS_DIR,
-        registry_config.STORAGE_ROOT,
-        registry_config.CONFIG_PATH,
-    )
-
-
 # --- the engine's path: pulumi-policy's analyzer servicer --------------------------
 
 

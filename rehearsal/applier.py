@@ -31,7 +31,16 @@ from typing import Any
 
 import pulumi
 
-from rehearsal.engine import RecordingMocks, Registered, Run, run_program, secret, unwrap
+from rehearsal.engine import (
+    RecordingMocks,
+    Registered,
+    Run,
+    goal_inputs,
+    run_program,
+    secret,
+    unchanged,
+    unwrap,
+)
 from rehearsal.resources import Context, Created, handler_for
 
 
@@ -152,13 +161,11 @@ class ApplyMocks(RecordingMocks):
         trigger = self.replacement_triggers.get(name)
         retain = self.retain_on_delete.get(name, False)
         if old is not None and old.typ == typ:
-            # ignore_changes: the engine keeps the old value of those inputs.
-            ignored = {k: old.inputs[k] for k in self.ignore_changes.get(name, []) if k in old.inputs}
-            inputs = {**inputs, **ignored}
+            inputs = goal_inputs(old.inputs, inputs, self.ignore_changes.get(name, []))
             # A certificate in its renewal window is replaced whatever the inputs.
             due = getattr(handler, "due", None)
             renew = due is not None and due(old.created, inputs)
-            if old.inputs == inputs and old.trigger == trigger and not renew:
+            if unchanged(old.inputs, old.trigger, inputs, trigger, renew):
                 old.retain = retain  # an option, not an input: it changes in place
                 self.seen.append(old)
                 return old.created

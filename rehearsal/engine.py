@@ -34,7 +34,7 @@ from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.sync_await import _sync_await
 
 from rehearsal import pki
-from rehearsal.resources import HANDLERS, Context
+from rehearsal.resources import HANDLERS, Context, Created
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = ROOT / "__main__.py"
@@ -152,6 +152,24 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return f"{args.name}-id", state
 
 
+def goal_inputs(
+    old_inputs: dict[str, Any] | None, inputs: dict[str, Any], ignored: list[str]
+) -> dict[str, Any]:
+    """The inputs the engine compares and applies: with `ignore_changes`, the old
+    values of those inputs, where the resource has them."""
+    if old_inputs is None:
+        return inputs
+    return {**inputs, **{k: old_inputs[k] for k in ignored if k in old_inputs}}
+
+
+def unchanged(
+    old_inputs: dict[str, Any], old_trigger: Any, inputs: dict[str, Any], trigger: Any, renew: bool
+) -> bool:
+    """Whether the engine leaves a resource as it is: the same (goal) inputs, the same
+    replacement_trigger, and (a certificate) not in its renewal window."""
+    return old_inputs == inputs and old_trigger == trigger and not renew
+
+
 class StatefulMocks(RecordingMocks):
     """Mocks with a memory, like the engine's state between two `pulumi up`s.
 
@@ -175,7 +193,12 @@ class StatefulMocks(RecordingMocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         plain, trigger = unwrap(args.inputs), self.replacement_triggers.get(args.name)
         old = self.memory.get(args.name)
-        if old is not None and old[:3] == (args.typ, plain, trigger):
+        if old is not None and old[0] == args.typ:
+            plain = goal_inputs(old[1], plain, self.ignore_changes.get(args.name, []))
+        # The applier's rule too: a certificate in its renewal window is made anew.
+        due = getattr(_CERT_HANDLERS.get(args.typ), "due", None)
+        renew = old is not None and due is not None and due(Created(args.name, old[3]), plain)
+        if old is not None and old[0] == args.typ and unchanged(old[1], old[2], plain, trigger, renew):
             self.resources.append(Registered(args.typ, args.name, dict(args.inputs), old[3]))
             return f"{args.name}-id", old[3]
         if old is not None:

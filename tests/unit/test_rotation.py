@@ -180,3 +180,17 @@ def test_the_same_config_twice_gives_identical_inputs(name: str, clock: Clock) -
     # Names only in the message: the inputs hold keys and http.secret.
     assert sorted(after) == sorted(before)
     assert [n for n in before if before[n] != after[n]] == []
+
+
+def test_the_shared_engine_rule_keeps_a_volume_whose_ignored_options_changed() -> None:
+    """StatefulMocks and the rehearsal's applier decide alike (rehearsal.engine):
+    with ignore_changes, new driver options leave the volume as it is."""
+    volume = {"storage": {"mode": "volume", "driverOpts": {"type": "nfs", "o": "addr=10.0.0.9"}}}
+    a = StatefulMocks()
+    run_program(volume, mocks=a)
+    b = StatefulMocks(previous=a)
+    run_program(
+        {"storage": {**volume["storage"], "driverOpts": {"type": "nfs", "o": "addr=10.0.0.10"}}}, mocks=b
+    )
+    assert "msr-cache-service-data" not in b.changed
+    assert "msr-cache-service-service" in b.changed  # the mount carries the new options

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -99,6 +100,7 @@ def parse_settings(
                         f"pulumi config set --secret --path tls.{field} < key.pem",
                     )
                 )
+    problems.extend(_plain_text_credentials(raw, secret_keys))
     if problems:
         raise SettingsError(redacted(problems, raw, secret_keys))
     assert settings is not None
@@ -115,3 +117,33 @@ def load_settings() -> Settings:
         return parse_settings(raw, secret_keys)
     except SettingsError as exc:
         raise pulumi.RunError(str(exc)) from None
+
+
+# A credential in a volume driver option (CIFS `o: username=u,password=p`, a
+# `secret=` or `token=`): the value after `=` up to the next comma.
+_CREDENTIAL_OPTION = re.compile(
+    r"(?:^|,)\s*(pass(?:word|wd)?|secret|token|credentials?)=[^,]+", re.IGNORECASE
+)
+
+
+def _plain_text_credentials(raw: Mapping[str, Any], secret_keys: frozenset[str]) -> list[Problem]:
+    """Credentials in plain text in the stack file are refused, as private keys are:
+    they would sit unencrypted in the repository. The value is never quoted."""
+    storage = raw.get("storage")
+    if "storage" in secret_keys or not isinstance(storage, Mapping):
+        return []
+    opts = storage.get("driverOpts")
+    if not isinstance(opts, Mapping):
+        return []
+    problems = []
+    for name, value in sorted(opts.items(), key=lambda kv: str(kv[0])):
+        found = _CREDENTIAL_OPTION.search(str(value)) if isinstance(value, str) else None
+        if found:
+            problems.append(
+                Problem(
+                    f"storage.driverOpts.{name}",
+                    f"holds a credential ({found.group(1)}=...) in plain text; expected a Pulumi secret: "
+                    f"pulumi config set --secret --path storage.driverOpts.{name} '<value>'",
+                )
+            )
+    return problems

@@ -79,10 +79,16 @@ def up(args: argparse.Namespace) -> int:
     from rehearsal import upstream as up_
     from rehearsal.applier import Rehearsal
     from rehearsal.deploy import apply_and_serve, pulumi_volumes, remove_node_volumes
-    from rehearsal.stack import read_stack
+    from rehearsal.stack import StackFileError, read_stack
     from tools.smoke import smoke_check
 
     name, path = stack_file(args)
+    # The stack file first, read as the Pulumi CLI reads it: a file `up` would
+    # refuse is refused before anything is started.
+    try:
+        stack = read_stack(path)
+    except StackFileError as exc:
+        raise SystemExit(f"rehearse: {exc}") from None
     if STATE.exists():
         raise SystemExit(
             "rehearse: a kept rehearsal is still running; remove it first with `make rehearse-down`"
@@ -91,7 +97,6 @@ def up(args: argparse.Namespace) -> int:
     for tag in (swarm.upstream_image, swarm.stand_in_image):
         if not swarm.msr.client().images.list(name=tag):
             raise SystemExit(f"rehearse: test image {tag} is missing; rehearsal/images/build.sh builds it")
-    stack = read_stack(path)
     workdir = STATE_DIR / name
     port = int(os.environ.get("UPSTREAM_PORT", "5900"))
     say(f"rehearse: stack {name} ({path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})")

@@ -40,11 +40,82 @@ class RehearsalConfig:
     notes: list[str] = field(default_factory=list)
 
 
+class StackFileError(ValueError):
+    """The stack file cannot be read as the Pulumi CLI reads it; says where and why."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping, as the Pulumi CLI's
+    YAML reader (go-yaml v3) does, instead of letting the last one win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise StackFileError(
+                    f"line {line}: key {key!r} is already defined at line {seen[key]}; "
+                    "expected each key once (the Pulumi CLI refuses the file too)"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _config_name(key: Any) -> tuple[str, str]:
+    """(namespace, name) of a stack config key, as the Pulumi CLI parses it
+    (config.ParseKey): `<namespace>:<name>`, or the old `<namespace>:config:<name>`."""
+    text = str(key)
+    parts = text.split(":")
+    if len(parts) == 2 and all(parts):
+        return parts[0], parts[1]
+    if len(parts) == 3 and parts[1] == "config" and parts[0] and parts[2]:
+        return parts[0], parts[2]
+    hint = f"; write it as {PROJECT}:{text}" if len(parts) == 1 and text else ""
+    raise StackFileError(
+        f"config key {text!r}: could not parse it as a configuration key (configuration keys should be "
+        f"of the form `<namespace>:<name>`{hint}); the Pulumi CLI refuses the file too"
+    )
+
+
 def read_stack(path: Path) -> dict[str, Any]:
-    """The stack file's msr-cache: keys (project prefix removed)."""
-    doc = yaml.safe_load(path.read_text()) or {}
+    """The stack file's msr-cache: keys (project prefix removed), read as the Pulumi
+    CLI reads it: a bad YAML file, a key given twice, or a config key without its
+    namespace is refused (StackFileError naming the file and the line), never
+    ignored or silently overridden."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StackFileError(f"{path}: cannot read it: {exc.strerror}") from None
+    try:
+        doc = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader subclass)
+    except StackFileError as exc:
+        raise StackFileError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        tabs = " (YAML does not allow tabs for indentation)" if "'\\t'" in str(exc) else ""
+        raise StackFileError(f"{path}: {where}not valid YAML: {problem}{tabs}") from None
+    if not isinstance(doc, dict):
+        raise StackFileError(f"{path}: expected a mapping with a `config:` key, got {type(doc).__name__}")
     config = doc.get("config") or {}
-    return {k.removeprefix(f"{PROJECT}:"): v for k, v in config.items() if k.startswith(f"{PROJECT}:")}
+    if not isinstance(config, dict):
+        raise StackFileError(f"{path}: `config:` must be a mapping of `<namespace>:<name>` keys")
+    found: dict[str, Any] = {}
+    for key, value in config.items():
+        try:
+            namespace, name = _config_name(key)
+        except StackFileError as exc:
+            raise StackFileError(f"{path}: {exc}") from None
+        if namespace != PROJECT:
+            continue  # another namespace (docker:host, ...): not this program's setting
+        if name in found:
+            raise StackFileError(
+                f"{path}: {PROJECT}:{name} is given twice (also as {PROJECT}:config:{name}); expected it once"
+            )
+        found[name] = value
+    return found
 
 
 def _encrypted(value: Any) -> bool:

@@ -316,6 +316,17 @@ CASES = [
     # --- storage
     Case("storage.mode-nfs", {"storage": {"mode": "nfs"}}, "storage.mode"),
     Case(
+        "storage.driverOpts-password-in-plain-text",
+        {
+            "storage": {
+                "mode": "volume",
+                "driverOpts": {"type": "cifs", "o": "username=svc,password=Hunter2-Secret-Value"},
+            }
+        },
+        "storage.driverOpts.o",
+        secrets=("Hunter2-Secret-Value",),
+    ),
+    Case(
         "storage.volumeName-with-container",
         {"storage": {"mode": "container", "volumeName": "cache-data"}},
         "storage.mode",
@@ -431,3 +442,10 @@ def test_msr_ca_cert_expiry_is_judged_at_the_given_now() -> None:
     later = ROOT.cert.not_valid_after_utc + dt.timedelta(days=1)
     with pytest.raises(SettingsError, match="msr-cache:msrCaCert"):
         parse_settings({**REQUIRED, "msrCaCert": ROOT.cert_pem}, now=later)
+
+
+def test_a_driver_option_credential_stored_as_a_secret_runs(registered: list[str]) -> None:
+    """The plain-text refusal is not applied to storage stored as a secret."""
+    opts = {"type": "cifs", "o": "username=svc,password=Hunter2-Secret-Value"}
+    program.run_program(config={"storage": {"mode": "volume", "driverOpts": opts}}, secret_keys=("storage",))
+    assert registered

@@ -78,7 +78,7 @@ def engine_pull(c: Any, address: tuple[str, int]) -> None:
 def up(args: argparse.Namespace) -> int:
     from rehearsal import upstream as up_
     from rehearsal.applier import Rehearsal
-    from rehearsal.deploy import apply_and_serve, pulumi_volumes, remove_node_volumes
+    from rehearsal.deploy import apply_and_serve
     from rehearsal.stack import StackFileError, read_stack
     from tools.smoke import smoke_check
 
@@ -147,17 +147,36 @@ def up(args: argparse.Namespace) -> int:
             say("rehearse: kept running (KEEP=1); remove it with `make rehearse-down`")
         else:
             say("rehearse: removing the rehearsal")
-            volumes = pulumi_volumes(rehearsal)
-            rehearsal.destroy()
-            remove_node_volumes(swarm.cache, volumes, log=say)
-            up_.stop(swarm, port)
+            if not teardown(rehearsal, swarm, port):
+                # What is left is in the state file: rehearse-down retries it.
+                rehearsal.save(STATE, upstreamPort=port)
+                say("rehearse: some of it could not be removed (above); `make rehearse-down` retries")
+                ok = False
     return 0 if ok else 1
 
 
-def down(_args: argparse.Namespace) -> int:
+def teardown(rehearsal: Any, swarm: LocalSwarm, port: int | None) -> bool:
+    """Remove everything, each step even when one before it failed; True when all went."""
     from rehearsal import upstream as up_
-    from rehearsal.applier import Rehearsal
     from rehearsal.deploy import pulumi_volumes, remove_node_volumes
+
+    done = True
+    volumes = pulumi_volumes(rehearsal)
+    for step, action in (
+        ("the stack's resources", rehearsal.destroy),
+        ("the cache node's volume", lambda: remove_node_volumes(swarm.cache, volumes, log=say)),
+        ("the MSR stand-in", lambda: up_.stop(swarm, port)),
+    ):
+        try:
+            action()
+        except Exception as exc:
+            say(f"rehearse: could not remove {step}: {type(exc).__name__}: {exc}")
+            done = False
+    return done
+
+
+def down(_args: argparse.Namespace) -> int:
+    from rehearsal.applier import Rehearsal
 
     if not STATE.exists():
         say("rehearse: no kept rehearsal to remove")
@@ -165,10 +184,10 @@ def down(_args: argparse.Namespace) -> int:
     c, swarm = client()
     rehearsal, extra = Rehearsal.load(c, STATE, log=lambda m: say(f"  {m}"))
     say(f"rehearse: removing the kept rehearsal of stack {rehearsal.stack}")
-    volumes = pulumi_volumes(rehearsal)
-    rehearsal.destroy()
-    remove_node_volumes(swarm.cache, volumes, log=say)
-    up_.stop(swarm, extra.get("upstreamPort"))
+    if not teardown(rehearsal, swarm, extra.get("upstreamPort")):
+        rehearsal.save(STATE, **extra)
+        say("rehearse: some of it could not be removed (above); run `make rehearse-down` again")
+        return 1
     STATE.unlink()
     say("rehearse: removed")
     return 0

@@ -41,7 +41,7 @@ from rehearsal.engine import (
     unchanged,
     unwrap,
 )
-from rehearsal.resources import Context, Created, handler_for
+from rehearsal.resources import Context, Created, CreatedButFailed, handler_for
 
 
 @dataclass
@@ -182,7 +182,13 @@ class ApplyMocks(RecordingMocks):
                 handler.delete(self.ctx, old.created)
             else:
                 self.replaced.append(old)
-        made = handler.create(self.ctx, name, inputs)
+        try:
+            made = handler.create(self.ctx, name, inputs)
+        except CreatedButFailed as exc:
+            made_name = exc.created.outputs.get("name", exc.created.id)
+            self.ctx.log(f"created {typ.split(':')[-1]} {name} ({made_name}), but it failed")
+            self.seen.append(Applied(typ, name, inputs, exc.created, trigger, retain))
+            raise
         self.ctx.log(f"created {typ.split(':')[-1]} {name} ({made.outputs.get('name', made.id)})")
         self.seen.append(Applied(typ, name, inputs, made, trigger, retain))
         return made

@@ -478,6 +478,19 @@ SERVICE = {
 }
 
 
+# Tasks that failed (or were rejected) before the rehearsal stops waiting for a
+# service: with the 5 s restart delay, about 10-15 s.
+FAILED_TASKS_BEFORE_GIVING_UP = 3
+
+
+class CreatedButFailed(RuntimeError):
+    """The resource was made but did not become ready: it belongs in the state."""
+
+    def __init__(self, message: str, created: Created) -> None:
+        super().__init__(message)
+        self.created = created
+
+
 class Service:
     """A Swarm service; `pulumi up` waits until its task runs (convergeConfig)."""
 
@@ -503,8 +516,14 @@ class Service:
     def create(self, ctx: Context, name: str, inputs: dict[str, Any]) -> Created:
         spec = self.spec(name, inputs)
         made = ctx.client.api.create_service(name=spec.get("Name") or auto_name(name), **self.fields(spec))
-        self.converge(ctx, made["ID"], inputs)
-        return Created(made["ID"], {"name": ctx.client.services.get(made["ID"]).name})
+        created = Created(made["ID"], {"name": ctx.client.services.get(made["ID"]).name})
+        try:
+            self.converge(ctx, made["ID"], inputs)
+        except Exception as exc:
+            # The service exists: it must be in the state for destroy to remove
+            # it (and, after it, the secrets it holds), as Pulumi records it.
+            raise CreatedButFailed(str(exc), created) from None
+        return created
 
     def update(
         self, ctx: Context, old: Created, old_inputs: dict[str, Any], inputs: dict[str, Any]
@@ -516,13 +535,15 @@ class Service:
         # A new task template replaces the task: until Swarm starts its update
         # (UpdateStatus is reset by the update call) the old task still runs,
         # and must not count as the update's.
+        # Tasks before this update: their failures (a task killed earlier) are not its.
+        earlier = {t["ID"] for t in ctx.client.api.tasks(filters={"service": old.id})}
         stale: set[str] = set()
         if old_inputs.get("taskSpec") != inputs.get("taskSpec"):
-            stale = {t["ID"] for t in ctx.client.api.tasks(filters={"service": old.id})}
+            stale = earlier
         ctx.client.api.update_service(
             old.id, current["Version"]["Index"], name=current["Spec"]["Name"], **self.fields(spec)
         )
-        self.converge(ctx, old.id, inputs, updated=True, stale=stale)
+        self.converge(ctx, old.id, inputs, updated=True, stale=stale, earlier=earlier)
         return Created(old.id, dict(old.outputs))
 
     def delete(self, ctx: Context, old: Created) -> None:
@@ -544,6 +565,7 @@ class Service:
         inputs: dict[str, Any],
         updated: bool = False,
         stale: set[str] | frozenset[str] = frozenset(),
+        earlier: set[str] | frozenset[str] = frozenset(),
     ) -> None:
         """Wait, as the provider does with convergeConfig, until the task runs
         (a task not in `stale`) and an update has completed; a paused or rolled
@@ -570,9 +592,24 @@ class Service:
             settled = not updated or update_state in (None, "completed")
             if running and settled:
                 return
-            failed = ctx.client.api.tasks(filters={"service": service_id})
-            errors = [t["Status"].get("Err") or t["Status"].get("Message") for t in failed]
+            history = ctx.client.api.tasks(filters={"service": service_id})
+            errors = [t["Status"].get("Err") or t["Status"].get("Message") for t in history]
             last = next((e for e in reversed(errors) if e), last)
+            # A task that keeps failing (a taken port, a volume that cannot mount, an
+            # image that is not there): Swarm says why within seconds, and retrying
+            # will not help. Say so now rather than after the converge timeout.
+            broken = [
+                t
+                for t in history
+                if t["Status"]["State"] in ("failed", "rejected") and t["ID"] not in earlier
+            ]
+            giving_up = len(broken) >= FAILED_TASKS_BEFORE_GIVING_UP
+            if giving_up and update_state not in ("updating", "rollback_started"):
+                raise RuntimeError(
+                    f"service {service_id}'s task failed {len(broken)} times; Swarm says: "
+                    f"{broken[-1]['Status'].get('Err') or broken[-1]['Status'].get('Message')}\n"
+                    + Service.log_tail(ctx, service_id)
+                )
             time.sleep(min(delay, 0.5))
         raise TimeoutError(
             f"service {service_id} did not converge within {timeout:.0f} s; last task status: {last}\n"

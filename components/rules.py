@@ -100,7 +100,9 @@ BLOB_TTL_FORM: Final = "a Go duration from 1h to 720h (30 days), e.g. 24h, 90m o
 def parse_go_duration(text: str) -> Decimal | None:
     """Seconds in a Go duration string, as time.ParseDuration reads it ('24h',
     '90m', '1h30m', '1.5h', '-2h', '0'); None when it is not one."""
-    rest = text.strip() if text == text.strip() else ""
+    if text != text.strip():
+        return None  # Go reads no surrounding space
+    rest = text
     sign = Decimal(1)
     if rest and rest[0] in "+-":
         sign = Decimal(-1) if rest[0] == "-" else Decimal(1)

@@ -6,6 +6,7 @@ operator reads). Value rules shared with the policy pack are in rules.py."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationInfo
@@ -34,11 +35,20 @@ def is_fqdn(value: str) -> bool:
     return "." in value and rules.is_dns_name(value)
 
 
-def host(value: str) -> str:
-    problem = rules.host_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
+def _from_rule(problem_of: Callable[[str], str | None]) -> Callable[[str], str]:
+    """A field validator from a shared rule (components/rules.py): the rule's
+    reason, which ends in the expected form, is what the operator reads."""
+
+    def validate(value: str) -> str:
+        problem = problem_of(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    return validate
+
+
+host = _from_rule(rules.host_problem)
 
 
 def _node(value: str) -> str:
@@ -53,20 +63,6 @@ def _label_key(value: str) -> str:
             "expected a node label key of lower-case letters, digits, '.', '-' or '_' "
             "(dtr.cache for MSR 2, msr.cache for MSR 3)"
         )
-    return value
-
-
-def _image(value: str) -> str:
-    problem = rules.image_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def _blob_ttl(value: str) -> str:
-    problem = rules.blob_ttl_problem(value)
-    if problem:
-        raise ValueError(problem)
     return value
 
 
@@ -106,8 +102,8 @@ Host = Annotated[str, AfterValidator(host)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 NodeName = Annotated[str, AfterValidator(_node)]
 LabelKey = Annotated[str, AfterValidator(_label_key)]
-Image = Annotated[str, AfterValidator(_image)]
-BlobTtl = Annotated[str, AfterValidator(_blob_ttl)]
+Image = Annotated[str, AfterValidator(_from_rule(rules.image_problem))]
+BlobTtl = Annotated[str, AfterValidator(_from_rule(rules.blob_ttl_problem))]
 RotationPeriod = Annotated[str, AfterValidator(_rotation_period)]
 ServiceName = Annotated[str, AfterValidator(_service_name)]
 VolumeName = Annotated[str, AfterValidator(_volume_name)]

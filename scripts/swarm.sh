@@ -234,7 +234,7 @@ up() {
     die "NODES must be a number from 3 to 50 (got '$count'): manager, cache and msr are the first three"
   rm -f "$UNAVAILABLE"
   if is_up; then
-    log "already up ($(jq_nodes)); DOCKER_HOST=$(sock msrc-manager)"
+    log "already up ($(node_list)); DOCKER_HOST=$(sock msrc-manager)"
     return 0
   fi
   [ "$(id -u)" = 0 ] || unavailable "the local swarm needs root (network namespaces, a bridge, one iptables rule)"
@@ -268,11 +268,11 @@ up() {
   for node in "${nodes[@]:1}"; do join_node "$node" "$(address_of "$node")"; done
   write_nodes_json
   trap - ERR
-  log "swarm up: $(jq_nodes)"
+  log "swarm up: $(node_list)"
   log "DOCKER_HOST=$(sock msrc-manager)"
 }
 
-jq_nodes() {
+node_list() {
   local f out=()
   for f in "$STATE"/msrc-*/address.json; do
     [ -f "$f" ] && out+=("$(basename "$(dirname "$f")")=$(sed -n 's/.*"address": "\([^"]*\)".*/\1/p' "$f")")
@@ -445,7 +445,7 @@ case "${1:-}" in
   env) env_lines ;;
   status)
     if is_up; then
-      echo "up: $(jq_nodes); DOCKER_HOST=$(sock msrc-manager)"
+      echo "up: $(node_list); DOCKER_HOST=$(sock msrc-manager)"
     else
       echo "down"
       exit 1

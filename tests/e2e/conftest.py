@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +125,41 @@ def rehearsals(
         volumes = pulumi_volumes(r)
         r.destroy()
         remove_node_volumes(swarm.cache, volumes, log=lambda _m: None)
+
+
+@pytest.fixture
+def deploy(
+    rehearsals: Callable[[str], Any], upstream: Any, tmp_path: Path, swarm: LocalSwarm
+) -> Callable[..., Any]:
+    """Apply the dev stack (with `overrides`) to the cache node and wait until it
+    serves; a `rehearsal` given carries the state of an earlier apply."""
+    from rehearsal.deploy import apply_and_serve
+    from rehearsal.stack import read_stack
+
+    dev = read_stack(ROOT / "stacks/Pulumi.dev.yaml")
+
+    def go(stack: str, overrides: dict[str, Any] | None = None, rehearsal: Any = None) -> Any:
+        return apply_and_serve(
+            rehearsal or rehearsals(stack),
+            dev,
+            upstream,
+            tmp_path / stack,
+            overrides,
+            log=lambda _m: None,
+            swarm=swarm,
+        )
+
+    return go
+
+
+@pytest.fixture
+def applied_kinds(applied_log: list[str]) -> Callable[[str], list[str]]:
+    """What the rehearsal `verb`-ed ("created", "updated", "deleted"), as
+    "<Type> <name>", sorted: its log lines without the real names."""
+
+    def kinds(verb: str) -> list[str]:
+        return sorted(
+            line.split(" (")[0].removeprefix(verb + " ") for line in applied_log if line.startswith(verb)
+        )
+
+    return kinds

@@ -10,22 +10,17 @@ operator.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rehearsal import upstream as up
-from rehearsal.deploy import Deployed, apply_and_serve
-from rehearsal.engine import ROOT
+from rehearsal.deploy import Deployed
 from rehearsal.localswarm import LocalSwarm
-from rehearsal.stack import read_stack
+from tests.support.tasks import container_of, wait_replacement
 
 pytestmark = pytest.mark.docker
 
-DEV = read_stack(ROOT / "stacks/Pulumi.dev.yaml")
 LABEL = "dtr.cache"
 
 
@@ -52,35 +47,17 @@ def unlabelled(docker_client: Any, swarm: LocalSwarm) -> Iterator[Callable[[], d
 
 
 @pytest.fixture
-def deploy(
-    unlabelled: Any,
-    rehearsals: Callable[[str], Any],
-    upstream: up.Upstream,
-    tmp_path: Path,
-    swarm: LocalSwarm,
-) -> Callable[..., Deployed]:
-    # Depends on `unlabelled`, so that label is removed after the rehearsals are destroyed.
-    def go(stack: str, overrides: dict[str, Any] | None = None) -> Deployed:
-        return apply_and_serve(
-            rehearsals(stack), DEV, upstream, tmp_path / stack, overrides, log=lambda _m: None, swarm=swarm
-        )
-
-    return go
+def deploy(unlabelled: Any, deploy: Callable[..., Deployed]) -> Callable[..., Deployed]:
+    """conftest's deploy, after `unlabelled`: the label is removed after the rehearsals are destroyed."""
+    return deploy
 
 
 def kill_and_wait_for_a_new_task(
-    deployed: Deployed, swarm: LocalSwarm, timeout: float = 60
+    deployed: Deployed, swarm: LocalSwarm, docker_client: Any, timeout: float = 60
 ) -> dict[str, Any]:
     (task,) = deployed.running_tasks()
-    client = swarm.cache.client()
-    client.containers.get(task["Status"]["ContainerStatus"]["ContainerID"]).kill()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        fresh = [t for t in deployed.running_tasks() if t["ID"] != task["ID"]]
-        if fresh:
-            return fresh[0]
-        time.sleep(0.2)
-    raise AssertionError(f"no task replaced {task['ID']} within {timeout} s: the node lost its label?")
+    container_of(swarm, docker_client, task).kill()
+    return wait_replacement(deployed, task["ID"], timeout, hint=": the node lost its label?")
 
 
 def said(log: list[str], text: str) -> list[str]:
@@ -92,6 +69,7 @@ def test_destroying_one_of_two_stacks_on_a_node_leaves_the_others_label_and_task
     unlabelled: Callable[[], dict[str, str]],
     node: Any,
     swarm: LocalSwarm,
+    docker_client: Any,
     applied_log: list[str],
 ) -> None:
     first = deploy("e2e-share-a")
@@ -108,7 +86,7 @@ def test_destroying_one_of_two_stacks_on_a_node_leaves_the_others_label_and_task
     )
 
     # The survivor's task can still be placed: killed, it comes back on the node.
-    fresh = kill_and_wait_for_a_new_task(second, swarm)
+    fresh = kill_and_wait_for_a_new_task(second, swarm, docker_client)
     assert fresh["NodeID"] == node.id
     second.registry().wait_ready(60)
 

@@ -13,7 +13,6 @@ import hashlib
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,10 +21,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from components.registry_config import files_named
 from rehearsal import upstream as up
-from rehearsal.deploy import Deployed, apply_and_serve
+from rehearsal.deploy import Deployed
 from rehearsal.engine import ROOT
 from rehearsal.localswarm import LocalSwarm
 from rehearsal.stack import read_stack
+from tests.support.tasks import container_of, wait_replacement
 from tools.smoke import handshake
 
 pytestmark = pytest.mark.docker
@@ -34,30 +34,11 @@ DEV = read_stack(ROOT / "stacks/Pulumi.dev.yaml")
 LABEL = "com.mirantis.msr-cache.stack"
 
 
-@pytest.fixture
-def deploy(
-    rehearsals: Callable[[str], Any], upstream: up.Upstream, tmp_path: Path, swarm: LocalSwarm
-) -> Callable[..., Deployed]:
-    def go(stack: str, overrides: dict[str, Any] | None = None, rehearsal: Any = None) -> Deployed:
-        rehearsal = rehearsal or rehearsals(stack)
-        return apply_and_serve(
-            rehearsal, DEV, upstream, tmp_path / stack, overrides, log=lambda _m: None, swarm=swarm
-        )
-
-    return go
-
-
 def sans(cert: x509.Certificate) -> list[str]:
     ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return [str(v) for v in ext.get_values_for_type(x509.DNSName)] + [
         str(v) for v in ext.get_values_for_type(x509.IPAddress)
     ]
-
-
-def container_of(swarm: LocalSwarm, client: Any, task: dict[str, Any]) -> Any:
-    """The task's container, from the daemon of the node it runs on."""
-    hostname = client.nodes.get(task["NodeID"]).attrs["Description"]["Hostname"]
-    return swarm.node(hostname).client().containers.get(task["Status"]["ContainerStatus"]["ContainerID"])
 
 
 def labelled_nodes(client: Any, label: str) -> list[str]:
@@ -82,16 +63,6 @@ def wait_quiet(upstream: up.Upstream, settle: float = 1.5, timeout: float = 30) 
         elif time.monotonic() - since >= settle:
             return now
     raise AssertionError("the upstream kept serving blobs for 30 s")
-
-
-def wait_replacement(deployed: Deployed, old_task: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        fresh = [t for t in deployed.running_tasks() if t["ID"] != old_task]
-        if fresh:
-            return fresh[0]
-        time.sleep(0.2)
-    raise AssertionError(f"no new task replaced {old_task} within {timeout} s")
 
 
 def pull_and_settle(deployed: Deployed, upstream: up.Upstream, repo: str) -> up.Image:
@@ -447,6 +418,7 @@ def test_crossing_the_rotation_period_replaces_key_cert_and_secrets_only(
     deploy: Callable[..., Deployed],
     rehearsals: Callable[[str], Any],
     applied_log: list[str],
+    applied_kinds: Callable[[str], list[str]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import datetime as dt
@@ -465,11 +437,7 @@ def test_crossing_the_rotation_period_replaces_key_cert_and_secrets_only(
     now[0] = rotation.next_rotation("720h", now[0])
     after = deploy("e2e-rotate-every", {"tls": tls}, rehearsal=rehearsal)
 
-    def kinds(verb: str) -> list[str]:
-        return sorted(
-            line.split(" (")[0].removeprefix(verb + " ") for line in applied_log if line.startswith(verb)
-        )
-
+    kinds = applied_kinds
     made = [
         "PrivateKey msr-cache-tls-key",
         "Secret msr-cache-files-cache-cert",

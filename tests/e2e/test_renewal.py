@@ -5,59 +5,47 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from components import rotation
-from rehearsal import upstream as up
-from rehearsal.deploy import Deployed, apply_and_serve
-from rehearsal.engine import ROOT
-from rehearsal.localswarm import LocalSwarm
-from rehearsal.stack import read_stack
+from rehearsal.deploy import Deployed
 from tools.smoke import handshake
 
 pytestmark = pytest.mark.docker
 
-DEV = read_stack(ROOT / "stacks/Pulumi.dev.yaml")
-
 
 def test_up_in_the_renewal_window_renews_the_certificate_with_the_same_key(
+    deploy: Callable[..., Deployed],
     rehearsals: Callable[[str], Any],
-    upstream: up.Upstream,
-    swarm: LocalSwarm,
     applied_log: list[str],
-    tmp_path: Path,
+    applied_kinds: Callable[[str], list[str]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = [dt.datetime.now(dt.UTC)]
     monkeypatch.setattr(rotation, "utcnow", lambda: now[0])
     rehearsal = rehearsals("e2e-renew")
 
-    def deploy() -> Deployed:
-        return apply_and_serve(rehearsal, DEV, upstream, tmp_path, log=lambda _m: None, swarm=swarm)
+    def again() -> Deployed:
+        return deploy("e2e-renew", rehearsal=rehearsal)
 
-    before = deploy()
+    before = again()
     service_id = before.service().id
     old = handshake(before.address, before.server_name, str(before.ca_file))
 
     # A week later nothing is due: a re-apply changes nothing.
     now[0] += dt.timedelta(days=7)
     applied_log.clear()
-    deploy()
+    again()
     assert applied_log == []
 
     # 30 days (720 h, the default window) before the end: due.
     now[0] = old.not_valid_after_utc - dt.timedelta(hours=719)
-    after = deploy()
+    after = again()
 
-    def kinds(verb: str) -> list[str]:
-        return sorted(
-            line.split(" (")[0].removeprefix(verb + " ") for line in applied_log if line.startswith(verb)
-        )
-
+    kinds = applied_kinds
     assert kinds("created") == ["Secret msr-cache-files-cache-cert", "SelfSignedCert msr-cache-tls-cert"]
     assert kinds("updated") == ["Service msr-cache-service-service in place"]
     assert kinds("deleted") == ["Secret msr-cache-files-cache-cert"]

@@ -12,13 +12,12 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rehearsal import upstream as up
-from rehearsal.deploy import Deployed, apply_and_serve
+from rehearsal.deploy import Deployed
 from rehearsal.engine import ROOT
 from rehearsal.localswarm import LocalSwarm
 from rehearsal.stack import for_local_swarm, read_stack
@@ -28,18 +27,6 @@ pytestmark = pytest.mark.docker
 
 DEV = read_stack(ROOT / "stacks/Pulumi.dev.yaml")
 LABEL = "com.mirantis.msr-cache.stack"
-
-
-@pytest.fixture
-def deploy(
-    rehearsals: Callable[[str], Any], upstream: up.Upstream, tmp_path: Path, swarm: LocalSwarm
-) -> Callable[..., Deployed]:
-    def go(stack: str) -> Deployed:
-        return apply_and_serve(
-            rehearsals(stack), DEV, upstream, tmp_path / stack, log=lambda _m: None, swarm=swarm
-        )
-
-    return go
 
 
 def test_an_update_whose_task_cannot_start_rolls_back_and_the_cache_serves_again(

@@ -40,7 +40,7 @@ from typing import Any
 
 from rehearsal import upstream as up
 from rehearsal.applier import Rehearsal
-from rehearsal.deploy import Deployed, apply_and_serve, pulumi_volumes, remove_node_volumes
+from rehearsal.deploy import Deployed, apply_and_serve, destroy_leaving_nothing
 from rehearsal.localswarm import LocalSwarm
 from tools.smoke import Image, Registry
 
@@ -190,9 +190,7 @@ class Bench:
     def destroy(self) -> None:
         """Destroy the rehearsal, and the volume Swarm made on the cache node for
         its mount (which `pulumi destroy` leaves, with the cached layers)."""
-        volumes = pulumi_volumes(self.rehearsal)
-        self.rehearsal.destroy()
-        remove_node_volumes(self.swarm.cache, volumes, log=lambda _m: None)
+        destroy_leaving_nothing(self.rehearsal, self.swarm.cache, log=lambda _m: None)
 
     def deploy(self, overrides: dict[str, Any] | None = None) -> Deployed:
         from rehearsal.engine import ROOT

@@ -120,3 +120,11 @@ def remove_node_volumes(node: Node, names: list[str], log: Callable[[str], None]
                 if "in use" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+
+
+def destroy_leaving_nothing(rehearsal: Rehearsal, node: Node, log: Callable[[str], None] = print) -> None:
+    """`pulumi destroy`, then the volume Swarm made on the cache node for the
+    service's mount, which destroy leaves (with the cached layers)."""
+    volumes = pulumi_volumes(rehearsal)
+    rehearsal.destroy()
+    remove_node_volumes(node, volumes, log=log)

@@ -112,7 +112,7 @@ def rehearsals(
     """Make Rehearsal objects; every one is destroyed after the test, pass or fail,
     with the volumes Swarm made for it on the cache node."""
     from rehearsal.applier import Rehearsal
-    from rehearsal.deploy import pulumi_volumes, remove_node_volumes
+    from rehearsal.deploy import destroy_leaving_nothing
 
     made: list[Rehearsal] = []
 
@@ -122,9 +122,7 @@ def rehearsals(
 
     yield make
     for r in reversed(made):
-        volumes = pulumi_volumes(r)
-        r.destroy()
-        remove_node_volumes(swarm.cache, volumes, log=lambda _m: None)
+        destroy_leaving_nothing(r, swarm.cache, log=lambda _m: None)
 
 
 @pytest.fixture

@@ -166,3 +166,14 @@ def host_problem(value: str) -> str | None:
     if all(part.isdigit() for part in value.split(".")):
         return f"is not a valid IP address (each of its 4 numbers is 0-255); expected {HOST_FORM}"
     return f"is not one; expected {HOST_FORM}"
+
+
+# -- credentials in text -------------------------------------------------------
+
+# A credential in a volume driver option (CIFS `o: username=u,password=p`, a
+# `secret=` or `token=`): group 1 is the option's name, group 2 its value, up
+# to the next comma. The settings refuse one in plain text; the operator tools
+# blank the value out of any message that quotes one (a Docker mount error).
+CREDENTIAL_OPTION: Final = re.compile(
+    r"(?:^|(?<=[,\s]))(pass(?:word|wd)?|secret|token|credentials?)=([^,\s'\"]+)", re.IGNORECASE
+)

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
-from components.rules import is_ip
+from components.rules import CREDENTIAL_OPTION, is_ip
 from components.settings_checks import cross_checks, valid_parts
 from components.settings_messages import NAMESPACE, Problem, SettingsError, from_pydantic, redacted
 from components.settings_model import (
@@ -119,13 +118,6 @@ def load_settings() -> Settings:
         raise pulumi.RunError(str(exc)) from None
 
 
-# A credential in a volume driver option (CIFS `o: username=u,password=p`, a
-# `secret=` or `token=`): the value after `=` up to the next comma.
-_CREDENTIAL_OPTION = re.compile(
-    r"(?:^|,)\s*(pass(?:word|wd)?|secret|token|credentials?)=[^,]+", re.IGNORECASE
-)
-
-
 def _plain_text_credentials(raw: Mapping[str, Any], secret_keys: frozenset[str]) -> list[Problem]:
     """Credentials in plain text in the stack file are refused, as private keys are:
     they would sit unencrypted in the repository. The value is never quoted."""
@@ -137,7 +129,7 @@ def _plain_text_credentials(raw: Mapping[str, Any], secret_keys: frozenset[str])
         return []
     problems = []
     for name, value in sorted(opts.items(), key=lambda kv: str(kv[0])):
-        found = _CREDENTIAL_OPTION.search(str(value)) if isinstance(value, str) else None
+        found = CREDENTIAL_OPTION.search(str(value)) if isinstance(value, str) else None
         if found:
             problems.append(
                 Problem(

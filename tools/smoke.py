@@ -24,6 +24,8 @@ from typing import Any
 
 from cryptography import x509
 
+from tools.redact import redact
+
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_V1 = "application/vnd.docker.container.image.v1+json"
 LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -104,7 +106,10 @@ def _digest(data: bytes) -> str:
 
 
 class RegistryError(Exception):
-    pass
+    """What a registry said or a connection raised; quoted by the tools, so redacted here."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 class Registry:
@@ -183,7 +188,10 @@ class Registry:
 
 
 class SmokeError(Exception):
-    pass
+    """What is wrong with the cache, for the tool to print: redacted like every message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 @dataclass

@@ -39,6 +39,7 @@ import contextlib
 import datetime as dt
 import enum
 import functools
+import os
 import re
 import secrets
 import shutil
@@ -54,6 +55,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from components.rules import CREDENTIAL_OPTION
+from tools.redact import REDACT, install_excepthook, redact
 from tools.smoke import SmokeError, SmokeResult, smoke_check
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,14 +76,18 @@ _PLAIN_SEGMENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # leading 0 keeps it a string), so a string leaf that looks like this would
 # change type on the way.
 _COERCED_RE = re.compile(r"^(?:true|false|[+-]?(?:0|[1-9][0-9]*))$")
+# Secrets the CLI may hold in this process's environment (a passphrase, a token).
+SECRET_ENV = ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_ACCESS_TOKEN")
 
 
+# Every line this tool prints goes through `redact`: its messages quote the CLI,
+# Docker and the registry, and those may quote a secret.
 def say(message: str) -> None:
-    print(f"{PROG}: {message}", flush=True)
+    print(redact(f"{PROG}: {message}"), flush=True)
 
 
 def complain(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    print(redact(f"{PROG}: {message}"), file=sys.stderr, flush=True)
 
 
 class Refusal(Exception):
@@ -418,7 +425,7 @@ class Cleanup(enum.Enum):
 
 
 def _echo(line: str) -> None:
-    print(line, flush=True)
+    print(redact(line), flush=True)
 
 
 def manual_commands(run: CacheTest, destroyed: bool) -> list[str]:
@@ -430,6 +437,18 @@ def _print_manual(run: CacheTest, destroyed: bool) -> None:
     complain(f"finish by hand, from {run.root}:")
     for cmd in manual_commands(run, destroyed):
         complain(f"  {cmd}")
+
+
+def register_secrets(plan: ConfigPlan) -> None:
+    """Tell the redactor the secrets this run holds in plain text: values set as secrets
+    (a private key from the stack file) and credential options in plain values
+    (a volume's `o: username=svc,password=...`), so that no quote of them is printed."""
+    for s in plan.settings:
+        if s.value is None:
+            continue  # copied by the CLI: this process never sees the value
+        if s.secret:
+            REDACT.add(s.value)
+        REDACT.add(*(m.group(2) for m in CREDENTIAL_OPTION.finditer(s.value)))
 
 
 def _smoke(run: CacheTest, outputs: Mapping[str, Any], smoke: SmokeFn) -> SmokeResult:
@@ -455,6 +474,7 @@ def _smoke(run: CacheTest, outputs: Mapping[str, Any], smoke: SmokeFn) -> SmokeR
 
 def run_test(run: CacheTest, backend: Backend, smoke: SmokeFn = smoke_check) -> int:
     """Create, configure, up, smoke-check; then always destroy and remove. The exit code."""
+    register_secrets(run.plan)
     for note in run.plan.notes:
         say(f"note: {note}")
     created = False
@@ -614,12 +634,12 @@ class AutomationBackend:
             ),
             " (its output is above)",
         )
-        self._outputs = {k: v.value for k, v in result.outputs.items()}
+        self._outputs = _values(result.outputs)
 
     def outputs(self) -> dict[str, Any]:
         if self._outputs is None:
             found = self._step("reading the outputs", self.stack.outputs)
-            self._outputs = {k: v.value for k, v in found.items()}
+            self._outputs = _values(found)
         return self._outputs
 
     def destroy(self, on_output: OnOutput) -> None:
@@ -645,8 +665,14 @@ class AutomationBackend:
                 ws.select_stack(self._previous)  # give the operator back the stack they had selected
 
 
+def _values(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The stack's output values; the secret ones, now in plain text here, are never printed."""
+    REDACT.add(*(v.value for v in outputs.values() if v.secret))
+    return {k: v.value for k, v in outputs.items()}
+
+
 def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    print(redact(line), file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------
@@ -740,6 +766,8 @@ def main(
     backend_factory: Callable[[Path, str], Backend] | None = None,
     smoke: SmokeFn = smoke_check,
 ) -> int:
+    install_excepthook()
+    REDACT.add(*(os.environ[name] for name in SECRET_ENV if name in os.environ))
     args = parse_args(argv)
     try:
         path = preflight(args.env)

@@ -194,7 +194,7 @@ class Bench:
 
     def deploy(self, overrides: dict[str, Any] | None = None) -> Deployed:
         from rehearsal.engine import ROOT
-        from rehearsal.stack import read_stack
+        from tools.stack_file import read_stack
 
         stack = read_stack(ROOT / "stacks/Pulumi.dev.yaml")
         self.deployed = apply_and_serve(

@@ -14,6 +14,7 @@ held as `SecretStr` and never appear in an error.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import difflib
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from components.settings_model import (
     StorageSettings,
     TlsSettings,
     is_fqdn,
+    object_fields,
 )
 from components.stack_config import known_keys, project_defaults, raw_from_pulumi_config
 
@@ -49,6 +51,7 @@ __all__ = [
     "known_keys",
     "load_settings",
     "parse_settings",
+    "problems_as_written",
     "project_defaults",
 ]
 
@@ -64,6 +67,42 @@ def parse_settings(
     given in plain text are refused so they never sit unencrypted in a stack file.
     Raises SettingsError listing every problem.
     """
+    settings, problems = _validate(raw, secret_keys, now, frozenset())
+    if problems:
+        raise SettingsError(problems)
+    assert settings is not None
+    settings._secret_keys = secret_keys
+    return settings
+
+
+def problems_as_written(
+    raw: Mapping[str, Any],
+    encrypted: frozenset[str],
+    now: dt.datetime | None = None,
+) -> list[Problem]:
+    """Every problem `pulumi up` would report for a stack file as it is written,
+    where the values at the dotted paths in `encrypted` (`tls.keyPem`,
+    `storage.driverOpts.o`, `msrHost`, `tls.dnsNames.0`) are `secure:` values
+    that only the Pulumi CLI can decrypt.
+
+    An encrypted value counts as present and is not checked itself; everything
+    that can be checked without it is (a provided certificate's expiry, SANs and
+    chain when only its key is encrypted). A top-level key holding an encrypted
+    value is a secret key, as the CLI marks it. For the operator tools
+    (rehearsal, test caches), which must refuse what `up` refuses before they
+    start anything.
+    """
+    secret_keys = frozenset(path.split(".")[0] for path in encrypted)
+    return _validate(raw, secret_keys, now, encrypted)[1]
+
+
+def _validate(
+    raw: Mapping[str, Any],
+    secret_keys: frozenset[str],
+    now: dt.datetime | None,
+    encrypted: frozenset[str],
+) -> tuple[Settings | None, list[Problem]]:
+    """The Settings (None when invalid) and every problem, redacted."""
     problems: list[Problem] = []
     known = known_keys()
     for key in sorted(set(raw) - known):
@@ -76,7 +115,8 @@ def parse_settings(
             )
         )
 
-    values = {**project_defaults(), **{k: v for k, v in raw.items() if k in known}}
+    readable = _without_encrypted(raw, encrypted)
+    values = {**project_defaults(), **{k: v for k, v in readable.items() if k in known}}
     for key in OBJECT_KEYS:
         if values.get(key) is None:
             values.pop(key, None)
@@ -84,10 +124,14 @@ def parse_settings(
     try:
         settings = Settings.model_validate(values, context={"now": now})
     except ValidationError as exc:
-        problems.extend(from_pydantic(exc, values, secret_keys))
+        # An encrypted value is there, only unreadable: what is said of it being
+        # missing or malformed is not known (a misspelt field name still is).
+        problems.extend(
+            p for p in from_pydantic(exc, values, secret_keys) if not _about_encrypted(p, encrypted)
+        )
     # Cross-field checks run on whatever parts are valid, so one run lists
-    # every problem, not only the field errors.
-    problems.extend(cross_checks(valid_parts(values, settings, now), now))
+    # every problem, not only the field errors; they skip what is encrypted.
+    problems.extend(cross_checks(valid_parts(values, settings, now), now, encrypted))
     tls_raw = raw.get("tls")
     if isinstance(tls_raw, Mapping):
         for field in ("caKeyPem", "keyPem"):
@@ -100,11 +144,41 @@ def parse_settings(
                     )
                 )
     problems.extend(_plain_text_credentials(raw, secret_keys))
-    if problems:
-        raise SettingsError(redacted(problems, raw, secret_keys))
-    assert settings is not None
-    settings._secret_keys = secret_keys
-    return settings
+    return settings, redacted(problems, raw, secret_keys)
+
+
+# Stands in for an encrypted value where one must stay (a driver option, a list
+# item, a misspelt field) so that its key is still checked.
+_UNREADABLE = "[encrypted]"
+
+
+def _without_encrypted(raw: Mapping[str, Any], encrypted: frozenset[str]) -> dict[str, Any]:
+    """`raw` without the encrypted values: a top-level key or a known field of an
+    object key is left out (its default stands in while the checks that need
+    it are skipped); anything else is replaced by a placeholder string."""
+    out: dict[str, Any] = copy.deepcopy(dict(raw))
+    for path in sorted(encrypted):
+        parts = path.split(".")
+        if len(parts) == 1:
+            out.pop(path, None)
+            continue
+        parent: Any = out
+        for part in parts[:-1]:
+            parent = parent[int(part)] if isinstance(parent, list) else parent.get(part)
+        leaf = parts[-1]
+        if len(parts) == 2 and parts[0] in OBJECT_KEYS and leaf in object_fields(parts[0]):
+            parent.pop(leaf, None)
+        elif isinstance(parent, list):
+            parent[int(leaf)] = _UNREADABLE
+        else:
+            parent[leaf] = _UNREADABLE
+    return out
+
+
+def _about_encrypted(problem: Problem, encrypted: frozenset[str]) -> bool:
+    if problem.message.startswith("is not a known field"):
+        return False
+    return any(problem.key == path or problem.key.startswith(f"{path}.") for path in encrypted)
 
 
 def load_settings() -> Settings:

@@ -20,6 +20,7 @@ from components.settings_model import (
     Settings,
     StorageSettings,
     TlsSettings,
+    object_fields,
 )
 from components.settings_model import host as host_form
 
@@ -40,8 +41,13 @@ def valid_parts(values: Mapping[str, Any], s: Settings | None, now: dt.datetime 
         return _Parts(s.tls, s.storage, s.cache_host, s.fetch_msr_ca, s.msr_ca_cert)
 
     def part(model: type[Model], key: str) -> Any:
+        # Without its unknown fields (reported already), so that a misspelt
+        # field does not hide the checks of the others.
+        given = values.get(key) or {}
+        if isinstance(given, Mapping):
+            given = {k: v for k, v in given.items() if k in object_fields(key)}
         try:
-            return model.model_validate(values.get(key) or {}, context={"now": now})
+            return model.model_validate(given, context={"now": now})
         except ValidationError:
             return None
 
@@ -60,17 +66,28 @@ def valid_parts(values: Mapping[str, Any], s: Settings | None, now: dt.datetime 
     )
 
 
-def cross_checks(s: _Parts, now: dt.datetime | None) -> list[Problem]:
+def cross_checks(
+    s: _Parts, now: dt.datetime | None, encrypted: frozenset[str] = frozenset()
+) -> list[Problem]:
+    """`encrypted`: dotted paths of values that are present but unreadable (a
+    stack file's `secure:` values, seen by the operator tools): they count as
+    set, and the checks of their content are skipped."""
     problems: list[Problem] = []
-    if s.fetch_msr_ca and s.msr_ca_cert:
+    if s.fetch_msr_ca and (s.msr_ca_cert or "msrCaCert" in encrypted):
         problems.append(Problem("fetchMsrCa", "is true while msrCaCert is set; expected only one of the two"))
     if s.tls is not None:
-        problems.extend(_tls_checks(s.tls, s.cache_host, now))
-    if s.storage and s.storage.mode == "container" and (s.storage.volume_name or s.storage.driver_opts):
+        problems.extend(_tls_checks(s.tls, s.cache_host, now, encrypted))
+    if s.storage and s.storage.mode == "container" and _volume_settings(s.storage, encrypted):
         problems.append(
             Problem("storage.mode", "is container, but volume settings are given; expected mode volume")
         )
     return problems
+
+
+def _volume_settings(storage: StorageSettings, encrypted: frozenset[str]) -> bool:
+    if storage.volume_name or storage.driver_opts:
+        return True
+    return any(path.startswith(("storage.volumeName", "storage.driverOpts")) for path in encrypted)
 
 
 _MODE_FIELDS = {
@@ -81,10 +98,13 @@ _MODE_FIELDS = {
 _MATERIAL = ("ca_cert_pem", "ca_key_pem", "cert_pem", "key_pem", "chain_pem")
 
 
-def _tls_checks(tls: TlsSettings, cache_host: str | None, now: dt.datetime | None) -> list[Problem]:
+def _tls_checks(
+    tls: TlsSettings, cache_host: str | None, now: dt.datetime | None, encrypted: frozenset[str]
+) -> list[Problem]:
     problems: list[Problem] = []
     for field in _MATERIAL:
-        if getattr(tls, field) and field not in _MODE_FIELDS[tls.mode]:
+        present = getattr(tls, field) or f"tls.{to_camel(field)}" in encrypted
+        if present and field not in _MODE_FIELDS[tls.mode]:
             users = [m for m, fs in _MODE_FIELDS.items() if field in fs]
             problems.append(
                 Problem(
@@ -94,9 +114,9 @@ def _tls_checks(tls: TlsSettings, cache_host: str | None, now: dt.datetime | Non
                 )
             )
     if tls.mode == "caSigned":
-        problems.extend(_check_ca(tls, now))
+        problems.extend(_check_ca(tls, now, encrypted))
     elif tls.mode == "provided":
-        problems.extend(_check_provided(tls, cache_host, now))
+        problems.extend(_check_provided(tls, cache_host, now, encrypted))
     problems.extend(_check_rotation(tls))
     problems.extend(_check_renewal(tls))
     return problems
@@ -155,7 +175,18 @@ def _secret(value: SecretStr | None) -> str:
     return value.get_secret_value() if value else ""
 
 
-def _check_pem(key: str, loader: Callable[[str], Any], text: str, problems: list[Problem], form: str) -> Any:
+def _check_pem(
+    key: str,
+    loader: Callable[[str], Any],
+    text: str,
+    problems: list[Problem],
+    form: str,
+    encrypted: frozenset[str],
+) -> Any:
+    """The loaded PEM, or None (a problem added, unless the value is encrypted:
+    there, but not readable, so the checks that need it are skipped)."""
+    if key in encrypted:
+        return None
     if not text:
         problems.append(Problem(key, f"is required for this tls.mode; expected {form}"))
         return None
@@ -166,15 +197,15 @@ def _check_pem(key: str, loader: Callable[[str], Any], text: str, problems: list
         return None
 
 
-def _check_ca(tls: TlsSettings, now: dt.datetime | None) -> list[Problem]:
+def _check_ca(tls: TlsSettings, now: dt.datetime | None, encrypted: frozenset[str]) -> list[Problem]:
     problems: list[Problem] = []
     ca_certs = _check_pem(
         "tls.caCertPem", certs.load_certificates, tls.ca_cert_pem or "", problems,
-        "the internal CA's PEM certificate",
+        "the internal CA's PEM certificate", encrypted,
     )  # fmt: skip
     ca_key = _check_pem(
         "tls.caKeyPem", certs.load_private_key, _secret(tls.ca_key_pem), problems,
-        "the internal CA's unencrypted PEM private key, set as a secret",
+        "the internal CA's unencrypted PEM private key, set as a secret", encrypted,
     )  # fmt: skip
     if ca_certs:
         ca = ca_certs[0]
@@ -195,21 +226,23 @@ def _check_ca(tls: TlsSettings, now: dt.datetime | None) -> list[Problem]:
     return problems
 
 
-def _check_provided(tls: TlsSettings, cache_host: str | None, now: dt.datetime | None) -> list[Problem]:
+def _check_provided(
+    tls: TlsSettings, cache_host: str | None, now: dt.datetime | None, encrypted: frozenset[str]
+) -> list[Problem]:
     problems: list[Problem] = []
     chain = _check_pem(
         "tls.certPem", certs.load_certificates, tls.cert_pem or "", problems,
-        "the cache's PEM certificate",
+        "the cache's PEM certificate", encrypted,
     )  # fmt: skip
     key = _check_pem(
         "tls.keyPem", certs.load_private_key, _secret(tls.key_pem), problems,
-        "the cache's unencrypted PEM private key, set as a secret",
+        "the cache's unencrypted PEM private key, set as a secret", encrypted,
     )  # fmt: skip
     intermediates: list[Any] = []
     if tls.chain_pem:
         intermediates = _check_pem(
             "tls.chainPem", certs.load_certificates, tls.chain_pem, problems,
-            "the intermediate CA certificate(s) in PEM",
+            "the intermediate CA certificate(s) in PEM", encrypted,
         ) or []  # fmt: skip
     if chain:
         leaf = chain[0]

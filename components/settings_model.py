@@ -199,6 +199,19 @@ class SecretFilesSettings(Model):
         return int(self.mode, 8)
 
 
+# The model of each object key, for what is said about its fields.
+OBJECT_MODELS: dict[str, type[Model]] = {
+    "tls": TlsSettings,
+    "storage": StorageSettings,
+    "secretFiles": SecretFilesSettings,
+}
+
+
+def object_fields(key: str) -> set[str]:
+    """The stack-file (camelCase) field names of object key `key`."""
+    return {field.alias or name for name, field in OBJECT_MODELS[key].model_fields.items()}
+
+
 class Settings(Model):
     msr_host: Host
     msr_port: Port

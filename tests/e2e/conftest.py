@@ -132,7 +132,7 @@ def deploy(
     """Apply the dev stack (with `overrides`) to the cache node and wait until it
     serves; a `rehearsal` given carries the state of an earlier apply."""
     from rehearsal.deploy import apply_and_serve
-    from rehearsal.stack import read_stack
+    from tools.stack_file import read_stack
 
     dev = read_stack(ROOT / "stacks/Pulumi.dev.yaml")
 

@@ -18,8 +18,8 @@ from rehearsal import upstream as up
 from rehearsal.deploy import Deployed, apply_and_serve
 from rehearsal.engine import ROOT
 from rehearsal.localswarm import LocalSwarm
-from rehearsal.stack import read_stack
 from tools.smoke import Image, RegistryError
+from tools.stack_file import read_stack
 
 pytestmark = pytest.mark.docker
 

@@ -24,9 +24,9 @@ from rehearsal import upstream as up
 from rehearsal.deploy import Deployed
 from rehearsal.engine import ROOT
 from rehearsal.localswarm import LocalSwarm
-from rehearsal.stack import read_stack
 from tests.support.tasks import container_of, wait_replacement
 from tools.smoke import handshake
+from tools.stack_file import read_stack
 
 pytestmark = pytest.mark.docker
 

@@ -12,7 +12,8 @@ import pytest
 from rehearsal import upstream as up
 from rehearsal.engine import ROOT
 from rehearsal.localswarm import LocalSwarm
-from rehearsal.stack import for_local_swarm, read_stack
+from rehearsal.stack import for_local_swarm
+from tools.stack_file import read_stack
 
 pytestmark = pytest.mark.docker
 

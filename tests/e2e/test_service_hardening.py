@@ -20,8 +20,9 @@ from rehearsal import upstream as up
 from rehearsal.deploy import Deployed
 from rehearsal.engine import ROOT
 from rehearsal.localswarm import LocalSwarm
-from rehearsal.stack import for_local_swarm, read_stack
+from rehearsal.stack import for_local_swarm
 from tools.smoke import handshake
+from tools.stack_file import read_stack
 
 pytestmark = pytest.mark.docker
 

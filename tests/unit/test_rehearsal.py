@@ -257,7 +257,7 @@ def test_stack_is_pointed_at_the_local_swarm() -> None:
     assert rc.client_ca_pem is None and rc.secret_keys == ()
 
 
-def test_encrypted_values_and_missing_material_are_replaced_and_said() -> None:
+def test_encrypted_values_are_replaced_and_said() -> None:
     stack = {
         "msrHost": "msr.example.com",
         "cacheHost": "cache.example.com",
@@ -269,8 +269,8 @@ def test_encrypted_values_and_missing_material_are_replaced_and_said() -> None:
     assert rc.config["tls"]["caKeyPem"].startswith("-----BEGIN")
     assert rc.client_ca_pem == rc.config["tls"]["caCertPem"]
     assert rc.secret_keys == ("tls",)
-    assert any("msrCaCert is encrypted" in n for n in rc.notes)
-    assert any("test CA" in n for n in rc.notes)
+    assert any("msrCaCert -> the MSR stand-in" in n for n in rc.notes)
+    assert any("test CA (caKeyPem encrypted in the stack file" in n for n in rc.notes)
     run = run_program(rc.config, secret_keys=rc.secret_keys, base={})
     assert run.exports["upstream"] == "https://10.77.0.13:5900"
 
@@ -289,3 +289,22 @@ def test_provided_mode_gets_a_test_chain_for_the_cache_host() -> None:
     leaf.verify_directly_issued_by(inter)
     inter.verify_directly_issued_by(root)
     assert "cache.example.com" in str(leaf.subject)
+
+
+def test_an_encrypted_cache_host_and_driver_options_get_stand_ins_and_are_said() -> None:
+    stack = {
+        "msrHost": "m.example.com",
+        "cacheHost": {"secure": "v1:abc"},
+        "cacheNode": "n1",
+        "storage": {
+            "mode": "volume",
+            "driver": "local",
+            "driverOpts": {"type": "cifs", "o": {"secure": "v1:x"}},
+        },
+    }
+    rc = for_local_swarm(stack, UPSTREAM, "vm", image=STAND_IN)
+    assert rc.config["cacheHost"] == "rehearsal-cache.example.com"
+    assert rc.config["storage"] == {"mode": "volume"}
+    assert any(n.startswith("cacheHost -> rehearsal-cache.example.com") for n in rc.notes)
+    assert any("a local volume (encrypted in the stack file)" in n for n in rc.notes)
+    run_program(rc.config, secret_keys=rc.secret_keys, base={})

@@ -143,6 +143,7 @@ rehearse: $(STAMP)
 	@if [ -z "$(STACK)$(STACK_CONFIG)" ]; then \
 	   echo "rehearse: say which stack: make rehearse STACK=<env> (stacks/Pulumi.<env>.yaml) or STACK_CONFIG=<file>" >&2; \
 	   exit 2; fi
+	@$(PY) -m rehearsal check --for-up $(if $(STACK),--stack "$(STACK)") $(if $(STACK_CONFIG),--stack-config "$(STACK_CONFIG)")
 	@scripts/swarm.sh with $(if $(KEEPING),--keep) -- bash -c '\
 	   if [ -z "$${MSRC_SWARM:-}" ]; then \
 	     echo "rehearse: no Docker here: $$(cat build/swarm/unavailable 2>/dev/null)" >&2; exit 1; fi; \

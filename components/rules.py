@@ -171,9 +171,12 @@ def host_problem(value: str) -> str | None:
 # -- credentials in text -------------------------------------------------------
 
 # A credential in a volume driver option (CIFS `o: username=u,password=p`, a
-# `secret=` or `token=`): group 1 is the option's name, group 2 its value, up
-# to the next comma. The settings refuse one in plain text; the operator tools
-# blank the value out of any message that quotes one (a Docker mount error).
+# `secret=` or `token=`): group 1 is the option's name, group 2 its value: a
+# quoted string, or up to the next comma, space or quote (a colon that ends
+# the options in a Docker error is left out). The settings refuse one in plain
+# text; the operator tools blank it out of any message that quotes one.
 CREDENTIAL_OPTION: Final = re.compile(
-    r"(?:^|(?<=[,\s]))(pass(?:word|wd)?|secret|token|credentials?)=([^,\s'\"]+)", re.IGNORECASE
+    r"(?:^|(?<=[,\s'\"=]))(pass(?:word|wd)?|secret|token|credentials?)="
+    r"('[^']*'|\"[^\"]*\"|[^,\s'\"]+?(?=[,\s'\"]|:?$|:\s))",
+    re.IGNORECASE,
 )

@@ -1,35 +1,64 @@
 """`make rehearse` / `make rehearse-down`: a stack, rehearsed on the local swarm.
 
+    python -m rehearsal check (--stack NAME | --stack-config FILE)
     python -m rehearsal up (--stack NAME | --stack-config FILE) [--report FILE] [--keep]
     python -m rehearsal down
 
-`up` starts the upstream stand-in on the local swarm's msr node, applies the
-stack's real program through the manager in DOCKER_HOST with the cache on the
-cache node, waits for the cache to answer there, pulls a test image through
-it, writes the report, and removes everything again unless --keep.
-`down` removes a kept rehearsal.
+`check` reads the stack file as the Pulumi CLI reads it and runs the program's
+own validation on it as written, in well under a second and with nothing
+started: a stack `pulumi up` would refuse is refused, every problem at once.
+`make rehearse` runs it before it starts the swarm; `up` runs it again first.
+
+`up` then says which values it swaps for stand-ins, starts the MSR stand-in on
+the local swarm's msr node, applies the stack's real program through the
+manager in DOCKER_HOST with the cache on the cache node, waits for the cache to
+answer there, pulls a test image through it, writes the report, and removes
+everything again unless --keep. What exists is written to the state file after
+every change, so a failure, Ctrl-C (or SIGTERM), or even a kill at any point
+leaves what `down` needs to remove it.
+`down` removes a kept, failed or interrupted rehearsal.
+
+Every message goes through one redaction (tools/redact.py): no private key, no
+generated secret and no credential from a Docker error is printed.
+
+Exit codes: 0 rehearsed (and removed, unless kept); 1 the rehearsal failed
+(removed); 2 refused before anything was started; 130 interrupted (removed).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
+import shutil
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
 from rehearsal.localswarm import LocalSwarm, SwarmUnavailable
+from tools.redact import install_excepthook, redact
 
 ROOT = Path(__file__).resolve().parents[1]
-# One kept rehearsal at a time; REHEARSAL_DIR lets the tests use their own.
+# One rehearsal at a time; REHEARSAL_DIR lets the tests use their own.
 STATE_DIR = Path(os.environ.get("REHEARSAL_DIR") or ROOT / "build/rehearsal")
 STATE = STATE_DIR / "state.json"
 TEST_REPO, TEST_TAG = "rehearsal/busybox", "latest"
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def say(message: str) -> None:
-    print(message, flush=True)
+    print(redact(message), flush=True)
+
+
+def refuse(message: str) -> NoReturn:
+    """Nothing was started: say why (on stderr) and exit 2."""
+    print(redact(message), file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_REFUSED)
 
 
 def client() -> tuple[Any, LocalSwarm]:
@@ -37,34 +66,79 @@ def client() -> tuple[Any, LocalSwarm]:
     import docker
 
     if not os.environ.get("DOCKER_HOST"):
-        raise SystemExit(
-            "rehearse: DOCKER_HOST is not set; run it through `make rehearse`, which starts the swarm"
-        )
+        refuse("rehearse: DOCKER_HOST is not set; run it through `make rehearse`, which starts the swarm")
     try:
         swarm = LocalSwarm.from_env()
     except SwarmUnavailable as exc:
-        raise SystemExit(f"rehearse: {exc}") from None
+        refuse(f"rehearse: {exc}")
     c = docker.from_env()
     info = c.info()["Swarm"]
     if info["LocalNodeState"] != "active" or not info["ControlAvailable"]:
-        raise SystemExit(f"rehearse: {os.environ['DOCKER_HOST']} is not a Swarm manager")
+        refuse(f"rehearse: {os.environ['DOCKER_HOST']} is not a Swarm manager")
     return c, swarm
 
 
+# What the Pulumi CLI accepts as a stack name (and a Swarm object name can hold).
+_STACK_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
 def stack_file(args: argparse.Namespace) -> tuple[str, Path]:
+    """(stack name, stack file). With STACK_CONFIG the name is the file's, as the
+    CLI names the stack of stacks/Pulumi.<name>.yaml: Pulumi.mistake.yaml is
+    stack `mistake`."""
     if args.stack_config:
         path = Path(args.stack_config)
         name = path.name.removeprefix("Pulumi.").removesuffix(".yaml").removesuffix(".yml")
     elif args.stack:
         name, path = args.stack, ROOT / "stacks" / f"Pulumi.{args.stack}.yaml"
     else:
-        raise SystemExit(
-            "rehearse: say which stack: STACK=<env> (stacks/Pulumi.<env>.yaml) or STACK_CONFIG=<file>"
-        )
+        refuse("rehearse: say which stack: STACK=<env> (stacks/Pulumi.<env>.yaml) or STACK_CONFIG=<file>")
     if not path.is_file():
         known = ", ".join(sorted(p.name.split(".")[1] for p in (ROOT / "stacks").glob("Pulumi.*.yaml")))
-        raise SystemExit(f"rehearse: no stack file {path} (stacks here: {known})")
+        refuse(f"rehearse: no stack file {path} (stacks here: {known})")
+    if not name or len(name) > 100 or not set(name) <= _STACK_NAME_CHARS:
+        refuse(
+            f"rehearse: the stack name {name!r} (from the file name {path.name}) is not a stack name; "
+            "expected Pulumi.<name>.yaml with a name of letters, digits, '-', '_' or '.'"
+        )
     return name, path
+
+
+def checked_stack(args: argparse.Namespace) -> tuple[str, Path, dict[str, Any]]:
+    """The stack file read as the CLI reads it and checked as `pulumi up` checks
+    it, before anything is started; refused (exit 2) with every problem."""
+    from components.settings import SettingsError
+    from tools.stack_file import StackFileError, problems, read_stack
+
+    name, path = stack_file(args)
+    try:
+        values = read_stack(path)
+    except StackFileError as exc:
+        refuse(f"rehearse: {exc}")
+    found = problems(values)
+    if found:
+        refuse(f"rehearse: {shown(path)} is refused, as `pulumi up` would refuse it.\n{SettingsError(found)}")
+    return name, path, values
+
+
+def shown(path: Path) -> str:
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
+def refuse_if_one_is_there() -> None:
+    if STATE.exists():
+        refuse(
+            "rehearse: a kept, failed or interrupted rehearsal is still there; "
+            "remove it first with `make rehearse-down`"
+        )
+
+
+def check(args: argparse.Namespace) -> int:
+    _name, path, _values = checked_stack(args)
+    if args.for_up:
+        refuse_if_one_is_there()
+    say(f"rehearse: {shown(path)}: read as the Pulumi CLI reads it, and no problem `pulumi up` would refuse")
+    return EXIT_OK
 
 
 def engine_pull(c: Any, address: tuple[str, int]) -> None:
@@ -76,83 +150,141 @@ def engine_pull(c: Any, address: tuple[str, int]) -> None:
 
 
 def up(args: argparse.Namespace) -> int:
+    # Checked before the heavy imports (the Pulumi SDK, Docker): a mistake is
+    # refused in well under a second.
+    name, path, stack = checked_stack(args)
+    refuse_if_one_is_there()
+
     from rehearsal import upstream as up_
     from rehearsal.applier import Rehearsal
     from rehearsal.deploy import apply_and_serve
-    from rehearsal.stack import StackFileError, read_stack
     from tools.smoke import smoke_check
 
-    name, path = stack_file(args)
-    # The stack file first, read as the Pulumi CLI reads it: a file `up` would
-    # refuse is refused before anything is started.
-    try:
-        stack = read_stack(path)
-    except StackFileError as exc:
-        raise SystemExit(f"rehearse: {exc}") from None
-    if STATE.exists():
-        raise SystemExit(
-            "rehearse: a kept rehearsal is still running; remove it first with `make rehearse-down`"
-        )
     c, swarm = client()
     for tag in (swarm.upstream_image, swarm.stand_in_image):
         if not swarm.msr.client().images.list(name=tag):
-            raise SystemExit(f"rehearse: test image {tag} is missing; rehearsal/images/build.sh builds it")
+            refuse(f"rehearse: test image {tag} is missing; rehearsal/images/build.sh builds it")
     workdir = STATE_DIR / name
     port = int(os.environ.get("UPSTREAM_PORT", "5900"))
-    say(f"rehearse: stack {name} ({path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})")
-    say(f"rehearse: starting the upstream MSR stand-in on {swarm.msr.hostname} ({swarm.msr.address}:{port})")
-    upstream = up_.start(swarm, workdir / "upstream", port)
-    rehearsal = Rehearsal(c, name, log=lambda m: say(f"  {m}"))
-    ok = False
+    # The state file exists before anything is started and follows every
+    # change, so `make rehearse-down` can finish whatever this run leaves.
+    rehearsal = Rehearsal(
+        c, name, log=lambda m: say(f"  {m}"), state_file=STATE, upstreamPort=port, workdir=str(workdir)
+    )
+    rehearsal.save(STATE, **rehearsal.extra)
+    status = EXIT_FAILED
     try:
-        image = up_.sample_image()
-        up_.push(upstream, TEST_REPO, TEST_TAG, image)
-        say(f"rehearse: pushed {TEST_REPO}:{TEST_TAG} to the upstream")
-        say("rehearse: applying the program to the swarm")
-        deployed = apply_and_serve(rehearsal, stack, upstream, workdir, log=say, swarm=swarm)
-        smoke = smoke_check(
-            deployed.address, deployed.server_name, str(deployed.ca_file),
-            expected_cert_pem=deployed.run.exports["certificatePem"], pull=(TEST_REPO, TEST_TAG),
-        )  # fmt: skip
-        pull_ok = smoke.pulled_digest == image.digest
-        say(f"rehearse: the cache presents the stack's certificate ({smoke.certificate_sha256[:16]}...)")
-        say(f"rehearse: pulled {TEST_REPO}:{TEST_TAG} through the cache over verified TLS: {pull_ok}")
-        engine_pull(c, deployed.address)
-        say("rehearse: `docker pull` through the cache: ok")
-        exports = deployed.run.exports
-        report = {
-            "cacheUrl": exports["cacheUrl"],
-            "address": f"{deployed.address[0]}:{deployed.address[1]}",
-            "caFile": str(deployed.ca_file.resolve()),
-            "dockerHost": os.environ["DOCKER_HOST"],
-            "serviceName": exports["serviceName"],
-            "node": deployed.node.hostname,
-            "nodeAddress": deployed.node.address,
-            "manager": swarm.manager.hostname,
-            "label": exports["label"],
-            "secondsToServe": deployed.seconds_to_serve,
-            "pullOk": pull_ok,
-        }
-        if args.report:
-            Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
-            say(f"rehearse: report written to {args.report}")
-        else:
-            say(json.dumps(report, indent=2))
-        ok = pull_ok
+        with _interrupts_raised():
+            say(f"rehearse: stack {name} ({shown(path)}): checked as written, no problem")
+            where = f"{swarm.msr.hostname} ({swarm.msr.address}:{port})"
+            say(f"rehearse: starting the upstream MSR stand-in on {where}")
+            upstream = up_.start(swarm, workdir / "upstream", port)
+            image = up_.sample_image()
+            up_.push(upstream, TEST_REPO, TEST_TAG, image)
+            say(f"rehearse: pushed {TEST_REPO}:{TEST_TAG} to the upstream")
+            say("rehearse: applying the program to the swarm, with these stand-ins:")
+            deployed = apply_and_serve(rehearsal, stack, upstream, workdir, log=say, swarm=swarm)
+            smoke = smoke_check(
+                deployed.address, deployed.server_name, str(deployed.ca_file),
+                expected_cert_pem=deployed.run.exports["certificatePem"], pull=(TEST_REPO, TEST_TAG),
+            )  # fmt: skip
+            pull_ok = smoke.pulled_digest == image.digest
+            say(f"rehearse: the cache presents the stack's certificate ({smoke.certificate_sha256[:16]}...)")
+            say(f"rehearse: pulled {TEST_REPO}:{TEST_TAG} through the cache over verified TLS: {pull_ok}")
+            engine_pull(c, deployed.address)
+            say("rehearse: `docker pull` through the cache: ok")
+            report(args, deployed, swarm, pull_ok)
+            status = EXIT_OK if pull_ok else EXIT_FAILED
+    except KeyboardInterrupt:
+        say("rehearse: interrupted")
+        status = EXIT_INTERRUPTED
     except Exception as exc:
         say(f"rehearse: FAILED: {type(exc).__name__}: {exc}")
+    if args.keep and status == EXIT_OK:
+        say("rehearse: kept running (KEEP=1); remove it with `make rehearse-down`")
+        return status
+    say("rehearse: removing the rehearsal")
+    if not finish(rehearsal, swarm, port, workdir):
+        say("rehearse: some of it could not be removed (above); `make rehearse-down` retries")
+        return EXIT_FAILED if status == EXIT_OK else status
+    return status
+
+
+def report(args: argparse.Namespace, deployed: Any, swarm: LocalSwarm, pull_ok: bool) -> None:
+    exports = deployed.run.exports
+    doc = {
+        "cacheUrl": exports["cacheUrl"],
+        "address": f"{deployed.address[0]}:{deployed.address[1]}",
+        "caFile": str(deployed.ca_file.resolve()),
+        "dockerHost": os.environ["DOCKER_HOST"],
+        "serviceName": exports["serviceName"],
+        "node": deployed.node.hostname,
+        "nodeAddress": deployed.node.address,
+        "manager": swarm.manager.hostname,
+        "label": exports["label"],
+        "secondsToServe": deployed.seconds_to_serve,
+        "pullOk": pull_ok,
+    }
+    if args.report:
+        Path(args.report).write_text(json.dumps(doc, indent=2) + "\n")
+        say(f"rehearse: report written to {args.report}")
+    else:
+        say(json.dumps(doc, indent=2))
+
+
+class _AfterInterrupt(logging.Filter):
+    """Ctrl-C lands wherever the run is, often inside the Pulumi SDK's event
+    loop; asyncio then logs the loop it could not finish as a traceback. After
+    an interrupt that is noise: the run says "interrupted" and tears down."""
+
+    interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.interrupted
+
+
+@contextlib.contextmanager
+def _interrupts_raised() -> Iterator[None]:
+    """Ctrl-C, and SIGTERM (a CI job cancelled, `timeout`) like it, end the run
+    with KeyboardInterrupt, which `up` turns into a teardown."""
+    quiet = _AfterInterrupt()
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        quiet.interrupted = True
+        raise KeyboardInterrupt
+
+    asyncio_log = logging.getLogger("asyncio")
+    asyncio_log.addFilter(quiet)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
     finally:
-        if args.keep and ok:
-            rehearsal.save(STATE, upstreamPort=port)
-            say("rehearse: kept running (KEEP=1); remove it with `make rehearse-down`")
-        else:
-            say("rehearse: removing the rehearsal")
-            if not teardown(rehearsal, swarm, port):
-                # What is left is in the state file: rehearse-down retries it.
-                rehearsal.save(STATE, upstreamPort=port)
-                say("rehearse: some of it could not be removed (above); `make rehearse-down` retries")
-                ok = False
-    return 0 if ok else 1
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Tear-down is not cut short by a second Ctrl-C or a SIGTERM: half a
+    tear-down is what leaves debris."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def finish(rehearsal: Any, swarm: LocalSwarm, port: int | None, workdir: Path | None) -> bool:
+    """Remove everything; the state file and the work folder go only when all did
+    (what is left stays in the state file, for `make rehearse-down`)."""
+    with _uninterrupted():
+        if not teardown(rehearsal, swarm, port):
+            return False
+        STATE.unlink(missing_ok=True)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return True
 
 
 def teardown(rehearsal: Any, swarm: LocalSwarm, port: int | None) -> bool:
@@ -180,30 +312,35 @@ def down(_args: argparse.Namespace) -> int:
 
     if not STATE.exists():
         say("rehearse: no kept rehearsal to remove")
-        return 0
+        return EXIT_OK
     c, swarm = client()
     rehearsal, extra = Rehearsal.load(c, STATE, log=lambda m: say(f"  {m}"))
-    say(f"rehearse: removing the kept rehearsal of stack {rehearsal.stack}")
-    if not teardown(rehearsal, swarm, extra.get("upstreamPort")):
-        rehearsal.save(STATE, **extra)
+    rehearsal.state_file, rehearsal.extra = STATE, extra
+    say(f"rehearse: removing the rehearsal of stack {rehearsal.stack}")
+    workdir = extra.get("workdir")
+    if not finish(rehearsal, swarm, extra.get("upstreamPort"), Path(workdir) if workdir else None):
         say("rehearse: some of it could not be removed (above); run `make rehearse-down` again")
-        return 1
-    STATE.unlink()
+        return EXIT_FAILED
     say("rehearse: removed")
-    return 0
+    return EXIT_OK
 
 
 def main(argv: list[str]) -> int:
+    install_excepthook()
     parser = argparse.ArgumentParser(prog="python -m rehearsal")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_up = sub.add_parser("up", help="rehearse a stack on the local swarm")
-    p_up.add_argument("--stack", help="stack name: stacks/Pulumi.<name>.yaml")
-    p_up.add_argument("--stack-config", help="path of a stack file")
-    p_up.add_argument("--report", help="write the JSON report here")
-    p_up.add_argument("--keep", action="store_true", help="leave the rehearsal running")
-    sub.add_parser("down", help="remove a kept rehearsal")
+    for command, text in (("check", "check a stack file as `pulumi up` would"), ("up", "rehearse a stack")):
+        p = sub.add_parser(command, help=text)
+        p.add_argument("--stack", help="stack name: stacks/Pulumi.<name>.yaml")
+        p.add_argument("--stack-config", help="path of a stack file (the stack is named after it)")
+        if command == "check":
+            p.add_argument("--for-up", action="store_true", help="also refuse while a rehearsal is there")
+        if command == "up":
+            p.add_argument("--report", help="write the JSON report here")
+            p.add_argument("--keep", action="store_true", help="leave the rehearsal running")
+    sub.add_parser("down", help="remove a kept, failed or interrupted rehearsal")
     args = parser.parse_args(argv)
-    return up(args) if args.command == "up" else down(args)
+    return {"check": check, "up": up, "down": down}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from rehearsal.engine import (
     unwrap,
 )
 from rehearsal.resources import Context, Created, CreatedButFailed, handler_for
+from tools.redact import REDACT
 
 
 @dataclass
@@ -117,10 +118,11 @@ logging.getLogger("asyncio").addFilter(_REPORTED)
 class ApplyMocks(RecordingMocks):
     """Mocks whose answers are real resources."""
 
-    def __init__(self, ctx: Context, prior: State) -> None:
+    def __init__(self, ctx: Context, prior: State, on_change: Callable[[State], None] | None = None) -> None:
         super().__init__()
         self.ctx = ctx
         self.prior = prior
+        self.on_change = on_change
         self.seen: list[Applied] = []
         self.replaced: list[Applied] = []
         # The SDK registers from several threads; one at a time keeps the
@@ -151,6 +153,9 @@ class ApplyMocks(RecordingMocks):
                 raise
         state: dict[str, Any] = dict(args.inputs)
         for key, value in created.outputs.items():
+            if key in created.secret_outputs:
+                # Whatever the tools print from now on cannot show it.
+                REDACT.add(value)
             state[key] = secret(value) if key in created.secret_outputs else value
         self.resources.append(Registered(args.typ, args.name, dict(args.inputs), state))
         return created.id, state
@@ -176,6 +181,7 @@ class ApplyMocks(RecordingMocks):
             if changed is not None:
                 self.ctx.log(f"updated {typ.split(':')[-1]} {name} in place")
                 self.seen.append(Applied(typ, name, inputs, changed, trigger, retain))
+                self._changed()
                 return changed
             if self.delete_before_replace.get(name):
                 self.ctx.log(f"replacing {name}: deleting the old one first")
@@ -188,10 +194,18 @@ class ApplyMocks(RecordingMocks):
             made_name = exc.created.outputs.get("name", exc.created.id)
             self.ctx.log(f"created {typ.split(':')[-1]} {name} ({made_name}), but it failed")
             self.seen.append(Applied(typ, name, inputs, exc.created, trigger, retain))
+            self._changed()
             raise
         self.ctx.log(f"created {typ.split(':')[-1]} {name} ({made.outputs.get('name', made.id)})")
         self.seen.append(Applied(typ, name, inputs, made, trigger, retain))
+        self._changed()
         return made
+
+    def _changed(self) -> None:
+        """Tell the owner what exists now, so that a run killed at any point
+        leaves a state file that tear-down can finish from."""
+        if self.on_change is not None:
+            self.on_change(self.state_after()[0])
 
     def state_after(self) -> tuple[State, list[Applied]]:
         """(the new state, the old resources to delete now)."""
@@ -217,14 +231,30 @@ def _delete(ctx: Context, doomed: list[Applied]) -> None:
 class Rehearsal:
     """One stack's resources on the swarm, across applies, until destroy."""
 
-    def __init__(self, client: Any, stack: str, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        client: Any,
+        stack: str,
+        log: Callable[[str], None] = print,
+        state_file: Path | None = None,
+        **extra: Any,
+    ) -> None:
+        """`state_file`: where what exists is written after every change (and
+        `extra` facts with it), so `make rehearse-down` can remove a rehearsal
+        that was killed half-way."""
         self.ctx = Context(client, log)
         self.stack = stack
         self.state = State()
+        self.state_file = state_file
+        self.extra = extra
+
+    def _persist(self, state: State) -> None:
+        if self.state_file is not None:
+            self._write(self.state_file, state, self.extra)
 
     def apply(self, config: dict[str, Any], secret_keys: tuple[str, ...] = ()) -> Run:
         """Run the program against the current state; returns what it registered and exported."""
-        mocks = ApplyMocks(self.ctx, self.state)
+        mocks = ApplyMocks(self.ctx, self.state, self._persist)
         try:
             run = run_program(config, secret_keys=secret_keys, stack=self.stack, base={}, mocks=mocks)
         except BaseException:
@@ -234,6 +264,7 @@ class Rehearsal:
             with mocks.lock:
                 mocks.failure = mocks.failure or "the program"
                 self.state = mocks.state_after()[0]
+            self._persist(self.state)
             if mocks.error is not None:
                 # The resource that failed, not one refused after it.
                 _REPORTED.errors.append(mocks.error)
@@ -242,6 +273,7 @@ class Rehearsal:
         self.state, doomed = mocks.state_after()
         _delete(self.ctx, doomed)
         self.state = State([r for r in self.state.resources if r not in doomed])
+        self._persist(self.state)
         return run
 
     def destroy(self) -> None:
@@ -251,15 +283,22 @@ class Rehearsal:
             while remaining:
                 _delete(self.ctx, [remaining[-1]])
                 remaining.pop()
+                self._persist(State(remaining))
         finally:
             self.state = State(remaining)
 
     def save(self, path: Path, **extra: Any) -> None:
         """Write what tear-down needs (no secret) and `extra` facts for the caller."""
+        self._write(path, self.state, extra)
+
+    def _write(self, path: Path, state: State, extra: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        doc = {"stack": self.stack, "resources": self.state.to_json(), "extra": extra}
-        path.write_text(json.dumps(doc, indent=2))
+        doc = {"stack": self.stack, "resources": state.to_json(), "extra": extra}
+        # Whole or not at all: a kill while writing must not leave half a file.
+        partial = path.with_suffix(".partial")
+        partial.touch(mode=0o600)
+        partial.write_text(json.dumps(doc, indent=2))
+        partial.replace(path)
 
     @classmethod
     def load(

@@ -408,7 +408,9 @@ with() {
   MSRC_SWARM_LOCKED=1 "$@" || status=$?
   [ $status -eq 0 ] || save_logs
   if [ $started -eq 1 ]; then
-    if [ $keep -eq 1 ]; then
+    # Kept only for a kept rehearsal: one that failed or was interrupted has
+    # removed itself, and its swarm goes with it.
+    if [ $keep -eq 1 ] && [ $status -eq 0 ]; then
       touch "$STATE/started-for-keep"
     else
       down

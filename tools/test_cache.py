@@ -56,8 +56,10 @@ from urllib.parse import urlsplit
 import yaml
 
 from components.rules import CREDENTIAL_OPTION
+from components.settings import SettingsError
 from tools.redact import REDACT, install_excepthook, redact
 from tools.smoke import SmokeError, SmokeResult, smoke_check
+from tools.stack_file import StackFileError, problems, project_values, read_document
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL_URL = "https://www.pulumi.com/docs/install/"
@@ -448,7 +450,7 @@ def register_secrets(plan: ConfigPlan) -> None:
             continue  # copied by the CLI: this process never sees the value
         if s.secret:
             REDACT.add(s.value)
-        REDACT.add(*(m.group(2) for m in CREDENTIAL_OPTION.finditer(s.value)))
+        REDACT.add(*(m.group(2).strip("'\"") for m in CREDENTIAL_OPTION.finditer(s.value)))
 
 
 def _smoke(run: CacheTest, outputs: Mapping[str, Any], smoke: SmokeFn) -> SmokeResult:
@@ -691,6 +693,24 @@ def existing_envs(stacks_dir: Path) -> list[str]:
     return sorted(n for n in names if not n.startswith("test-"))
 
 
+def checked_document(env: str, root: Path = ROOT) -> dict[str, Any]:
+    """The environment's stack file, read as the Pulumi CLI reads it and checked
+    as `pulumi up` checks it (tools/stack_file.py); Refusal listing every problem."""
+    _, stacks_dir = project_info(root)
+    path = stacks_dir / f"Pulumi.{env}.yaml"
+    rel = path.relative_to(root) if path.is_relative_to(root) else path
+    if not path.is_file():
+        raise Refusal(f"no {rel}; the stacks are: {', '.join(existing_envs(stacks_dir)) or 'none'}")
+    try:
+        doc = read_document(path)
+        found = problems(project_values(doc, path))
+    except StackFileError as exc:
+        raise Refusal(str(exc)) from None
+    if found:
+        raise Refusal(f"{rel} is refused, as `pulumi up` of {env} would refuse it.\n{SettingsError(found)}")
+    return doc
+
+
 def preflight(env: str, root: Path = ROOT, run: Callable[..., Any] | None = None) -> Path:
     """Refuse, before anything is created, when the CLI, the stack file or a login is missing."""
     run = run or subprocess.run
@@ -770,20 +790,17 @@ def main(
     REDACT.add(*(os.environ[name] for name in SECRET_ENV if name in os.environ))
     args = parse_args(argv)
     try:
-        path = preflight(args.env)
+        # The stack file first: what `pulumi up` of the environment would refuse
+        # is refused before the CLI is even looked for.
+        doc = checked_document(args.env)
+        preflight(args.env)
         if args.ca_file is not None and not args.ca_file.is_file():
             raise Refusal(f"--ca-file {args.ca_file}: no such file")
         project, _ = project_info(ROOT)
         stack = unique_stack_name(args.env)
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(doc, Mapping):
-            raise ConfigError(f"{path.name}: not a YAML map")
         plan = plan_config(doc, env=args.env, stack=stack, project=project, port=args.port, label=args.label)
     except Refusal as exc:
         complain(str(exc))
-        return EXIT_REFUSED
-    except yaml.YAMLError as exc:
-        complain(f"stacks/Pulumi.{args.env}.yaml is not valid YAML: {str(exc).splitlines()[0]}")
         return EXIT_REFUSED
     backend = (backend_factory or AutomationBackend)(ROOT, args.env)
     run = CacheTest(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rehearsal.engine import ROOT
-from rehearsal.stack import StackFileError, read_stack
+from tools.stack_file import StackFileError, read_stack
 
 
 def stack(tmp_path: Path, text: str) -> Path:
@@ -80,7 +80,7 @@ def test_rehearse_refuses_a_bad_stack_file_at_once_and_starts_nothing(tmp_path: 
         [sys.executable, "-m", "rehearsal", "up", "--stack-config", str(path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "write it as msr-cache:cacheHost" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert time.monotonic() - started < 5

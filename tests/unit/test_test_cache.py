@@ -628,12 +628,53 @@ def test_missing_cli_exits_2_before_anything_else(
     )
 
 
-def test_missing_cli_is_checked_before_the_stack_file(
+def test_the_stack_file_is_checked_before_the_cli(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A missing or mistaken stack file is said first, with or without the CLI."""
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert tc.main(["no-such-env"], backend_factory=no_backend) == tc.EXIT_REFUSED
-    assert "Pulumi CLI is not installed" in capsys.readouterr().err
+    assert "no stacks/Pulumi.no-such-env.yaml; the stacks are: dev, prod, staging" in capsys.readouterr().err
+
+
+def _project(tmp_path: Path, stack_text: str) -> Path:
+    (tmp_path / "Pulumi.yaml").write_text("name: msr-cache\nstackConfigDir: stacks\n")
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "stacks/Pulumi.asia.yaml").write_text(stack_text)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        # What `up` of the environment refuses, the replaced keys and secrets included.
+        ("config:\n  msr-cache:msrHost: https://msr\n  msr-cache:cacheHost: c.example.com\n"
+         "  msr-cache:cacheNode: n\n", "msr-cache:msrHost"),
+        ("config:\n  msr-cache:msrHost: msr.example.com\n  msr-cache:cacheHost: c.example.com\n"
+         "  msr-cache:cacheNode: n\n  msr-cache:storage:\n    mode: volume\n    driverOpts:\n"
+         "      o: username=u,password=hunter22-tc\n", "msr-cache:storage.driverOpts.o"),
+        # Read as the CLI reads it: no namespace, a key twice.
+        ("config:\n  cacheHost: c.example.com\n", "write it as msr-cache:cacheHost"),
+        ("config:\n  msr-cache:cachePort: 443\n  msr-cache:cachePort: 8443\n",
+         "is already defined at line 2"),
+    ],
+)  # fmt: skip
+def test_a_stack_file_up_would_refuse_is_refused_before_anything(
+    tmp_path: Path, text: str, named: str
+) -> None:
+    with pytest.raises(tc.Refusal) as err:
+        tc.checked_document("asia", root=_project(tmp_path, text))
+    assert named in str(err.value)
+    assert "hunter22-tc" not in str(err.value)
+
+
+def test_a_good_stack_file_is_the_whole_document(tmp_path: Path) -> None:
+    text = (
+        "secretsprovider: passphrase\nconfig:\n  msr-cache:msrHost: msr.example.com\n"
+        "  msr-cache:cacheHost: c.example.com\n  msr-cache:cacheNode: n\n  docker:host: ssh://m\n"
+    )
+    doc = tc.checked_document("asia", root=_project(tmp_path, text))
+    assert doc["secretsprovider"] == "passphrase" and doc["config"]["docker:host"] == "ssh://m"
 
 
 def whoami(rc: int) -> Any:

@@ -156,7 +156,7 @@ rehearse-down: $(STAMP)
 	@if ! scripts/swarm.sh status >/dev/null; then \
 	   if [ -f build/rehearsal/state.json ]; then \
 	     echo "rehearse: the local swarm is gone, and the kept rehearsal with it; forgetting it" >&2; \
-	     rm -f build/rehearsal/state.json; \
+	     rm -rf build/rehearsal; \
 	   else echo "rehearse: no kept rehearsal and no swarm running"; fi; \
 	   exit 0; fi
 	@$(ON_SWARM) $(PY) -m rehearsal down

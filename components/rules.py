@@ -165,7 +165,11 @@ def host_problem(value: str) -> str | None:
         return None
     if all(part.isdigit() for part in value.split(".")):
         return f"is not a valid IP address (each of its 4 numbers is 0-255); expected {HOST_FORM}"
-    return f"is not one; expected {HOST_FORM}"
+    if "://" in value:
+        return f"has a scheme; expected {HOST_FORM}"
+    if ":" in value or "/" in value:
+        return f"has a port or path; expected {HOST_FORM}"
+    return f"is not a host name; expected {HOST_FORM}"
 
 
 # -- credentials in text -------------------------------------------------------

@@ -290,12 +290,16 @@ def finish(rehearsal: Any, swarm: LocalSwarm, port: int | None, workdir: Path | 
 def teardown(rehearsal: Any, swarm: LocalSwarm, port: int | None) -> bool:
     """Remove everything, each step even when one before it failed; True when all went."""
     from rehearsal import upstream as up_
-    from rehearsal.deploy import pulumi_volumes, remove_node_volumes
+    from rehearsal.deploy import pulumi_volumes, remove_labelled, remove_node_volumes
 
     done = True
     volumes = pulumi_volumes(rehearsal)
     for step, action in (
         ("the stack's resources", rehearsal.destroy),
+        (
+            "what else carries the stack's label",
+            lambda: remove_labelled(rehearsal.ctx.client, rehearsal.stack, say),
+        ),
         ("the cache node's volume", lambda: remove_node_volumes(swarm.cache, volumes, log=say)),
         ("the MSR stand-in", lambda: up_.stop(swarm, port)),
     ):

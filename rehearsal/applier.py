@@ -192,13 +192,15 @@ class ApplyMocks(RecordingMocks):
             made = handler.create(self.ctx, name, inputs)
         except CreatedButFailed as exc:
             made_name = exc.created.outputs.get("name", exc.created.id)
-            self.ctx.log(f"created {typ.split(':')[-1]} {name} ({made_name}), but it failed")
             self.seen.append(Applied(typ, name, inputs, exc.created, trigger, retain))
             self._changed()
+            self.ctx.log(f"created {typ.split(':')[-1]} {name} ({made_name}), but it failed")
             raise
-        self.ctx.log(f"created {typ.split(':')[-1]} {name} ({made.outputs.get('name', made.id)})")
+        # In the state file before it is said: a run killed after the line can
+        # be removed from the file.
         self.seen.append(Applied(typ, name, inputs, made, trigger, retain))
         self._changed()
+        self.ctx.log(f"created {typ.split(':')[-1]} {name} ({made.outputs.get('name', made.id)})")
         return made
 
     def _changed(self) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,23 +104,11 @@ def remove_node_volumes(node: Node, names: list[str], log: Callable[[str], None]
     the cached layers, stays (README, "Storage"). A rehearsal leaves nothing,
     so it removes that one too.
     """
-    import docker.errors
-
     client = node.client()
     for name in names:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.volumes.get(name).remove()
-                log(f"rehearse: removed volume {name} on {node.hostname} (pulumi destroy leaves it)")
-                break
-            except docker.errors.NotFound:
-                break
-            except docker.errors.APIError as exc:
-                # The task's container may still be stopping and holding it.
-                if "in use" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        # The task's container may still be stopping and holding it.
+        if _remove_when_free(functools.partial(_remove_volume, client, name)):
+            log(f"rehearse: removed volume {name} on {node.hostname} (pulumi destroy leaves it)")
 
 
 def destroy_leaving_nothing(rehearsal: Rehearsal, node: Node, log: Callable[[str], None] = print) -> None:
@@ -128,3 +117,39 @@ def destroy_leaving_nothing(rehearsal: Rehearsal, node: Node, log: Callable[[str
     volumes = pulumi_volumes(rehearsal)
     rehearsal.destroy()
     remove_node_volumes(node, volumes, log=log)
+
+
+def remove_labelled(client: Any, stack: str, log: Callable[[str], None] = print) -> None:
+    """Remove what Swarm still holds with the stack's label: a service first,
+    then the secrets, configs and volumes it used. Catches what a run killed
+    in the middle of a create made but could not record (a service whose
+    convergence it was waiting for)."""
+    from components.cache import LABEL_PREFIX
+
+    mine = {"label": f"{LABEL_PREFIX}.stack={stack}"}
+    for kind in (client.services, client.secrets, client.configs, client.volumes):
+        for item in kind.list(filters=mine):
+            if _remove_when_free(item.remove):
+                log(f"rehearse: removed {type(item).__name__} {item.name}, which no state recorded")
+
+
+def _remove_volume(client: Any, name: str) -> None:
+    client.volumes.get(name).remove()
+
+
+def _remove_when_free(remove: Callable[[], Any], seconds: float = 30) -> bool:
+    """Call `remove`, retrying while Docker says the object is in use (a removed
+    service's task still stopping); False when it was already gone."""
+    import docker.errors
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            remove()
+            return True
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if "in use" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from rehearsal.engine import ROOT
@@ -22,6 +23,7 @@ from tools.redact import redact
 pytestmark = pytest.mark.docker
 
 PORT = 5930
+MINE_LABELS = {"com.mirantis.msr-cache.stack": "dev"}
 MINE = {"label": "com.mirantis.msr-cache.stack=dev"}
 
 
@@ -132,3 +134,32 @@ def test_a_docker_mount_error_is_printed_without_the_password(swarm: LocalSwarm,
     assert password in str(err.value), "Docker quotes the mount options (the reason for the redaction)"
     shown = redact(f"rehearse: FAILED: {err.value}")
     assert password not in shown and "password=[secret]" in shown
+
+
+def test_rehearse_down_removes_what_a_killed_run_could_not_record(
+    tmp_path: Path, docker_client: Any, swarm: LocalSwarm, test_images: None
+) -> None:
+    """Killed while waiting for its service to converge, a run has made the
+    service and its secrets, but the state file has no service yet:
+    `rehearse-down` also removes what carries the stack's label."""
+    import json
+
+    secret = docker_client.secrets.create(name="msrc-e2e-unrecorded", data=b"x", labels=MINE_LABELS)
+    docker_client.services.create(
+        swarm.stand_in_image, name="msr-cache-dev", labels=MINE_LABELS,
+        secrets=[docker.types.SecretReference(secret.id, secret.name)],
+        constraints=[f"node.hostname == {swarm.cache.hostname}"],
+    )  # fmt: skip
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "state.json").write_text(
+        json.dumps({"stack": "dev", "resources": [], "extra": {"upstreamPort": PORT}})
+    )
+    env = {**os.environ, "REHEARSAL_DIR": str(state)}
+    down = subprocess.run(
+        [sys.executable, "-m", "rehearsal", "down"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "removed Service msr-cache-dev, which no state recorded" in down.stdout
+    assert_nothing_left(docker_client, swarm, tmp_path)

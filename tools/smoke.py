@@ -13,6 +13,7 @@ client that dials `cacheHost` through DNS would.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
@@ -113,20 +114,34 @@ class RegistryError(Exception):
 
 
 class Registry:
-    """The registry API v2 at `address`, verified for `server_name` against `ca_file`."""
+    """The registry API v2 at `address`, verified for `server_name` against `ca_file`;
+    with `auth` (user, password), every request carries HTTP basic credentials."""
 
-    def __init__(self, address: tuple[str, int], server_name: str, ca_file: str, timeout: float = 30) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        server_name: str,
+        ca_file: str,
+        timeout: float = 30,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
         self.address = address
         self.server_name = server_name
         self.context = context_for(ca_file)
         self.timeout = timeout
+        self._authorization = (
+            "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode() if auth else None
+        )
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes]:
+        headers = dict(headers or {})
+        if self._authorization and not any(k.lower() == "authorization" for k in headers):
+            headers["Authorization"] = self._authorization
         conn = _Connection(self.address, self.server_name, self.context, self.timeout)
         try:
-            conn.request(method, path, body=body, headers=headers or {})
+            conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
             return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
         finally:

@@ -34,5 +34,7 @@ pulumi.export("nextRotation", cache.next_rotation)
 pulumi.export("serviceName", cache.service_name)
 pulumi.export("node", cache.node)
 pulumi.export("label", cache.label)
+# MSR's id of the cache's registration (None with register: false).
+pulumi.export("registrationId", cache.registration_id)
 # Compare with MSR's CA before trusting a fetched one (fetchMsrCa).
 pulumi.export("msrCaSha256", certs.summarize(msr_ca).sha256 if msr_ca else None)

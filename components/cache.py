@@ -8,6 +8,7 @@ import pulumi
 
 from components import certs
 from components.node import LabelledNode, LabelledNodeArgs
+from components.registration import CacheRegistration, CacheRegistrationArgs
 from components.service import CacheService, CacheServiceArgs
 from components.settings import Settings
 from components.swarm_files import CacheFiles, CacheFilesArgs
@@ -38,6 +39,8 @@ class MsrCache(pulumi.ComponentResource):
     label: pulumi.Output[str]
     upstream: pulumi.Output[str]
     next_rotation: pulumi.Output[str | None]
+    registration_id: pulumi.Output[str | None]
+    """MSR's id of the cache's registration; None with register: false."""
 
     def __init__(self, name: str, args: MsrCacheArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("msrcache:index:MsrCache", name, None, opts)
@@ -91,6 +94,25 @@ class MsrCache(pulumi.ComponentResource):
             opts=child,
         )
 
+        # Registered once the service is there, so destroy removes the
+        # registration first: MSR stops sending users to a cache going away.
+        self.registration_id = pulumi.Output.from_input(None)
+        if s.register_cache:
+            registration = CacheRegistration(
+                f"{name}-registration",
+                CacheRegistrationArgs(
+                    msr_url=s.upstream_url,
+                    msr_ca_pem=args.msr_ca_pem or "",
+                    user=s.msr_user,
+                    token=s.msr_token.get_secret_value(),
+                    cache_name=s.effective_cache_name(args.stack),
+                    cache_url=s.cache_url,
+                    after=[service],
+                ),
+                opts=child,
+            )
+            self.registration_id = registration.registration_id
+
         summary = tls.cert_pem.apply(certs.summarize)
         self.cache_url = pulumi.Output.from_input(s.cache_url)
         self.certificate_pem = tls.cert_pem
@@ -112,5 +134,6 @@ class MsrCache(pulumi.ComponentResource):
                 "label": self.label,
                 "upstream": self.upstream,
                 "nextRotation": self.next_rotation,
+                "registrationId": self.registration_id,
             }
         )

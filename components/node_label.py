@@ -34,6 +34,8 @@ from typing import Any
 import pulumi
 import pulumi.dynamic as dyn
 
+from components.by_value import pickle_by_value
+
 # How many times to retry a node update that lost a race with another update
 # (Swarm rejects an update carrying a stale version).
 _UPDATE_ATTEMPTS = 5
@@ -371,19 +373,7 @@ class NodeLabelProvider(dyn.ResourceProvider):
         return bool(props.get("preexisting", False)), str(props.get("previous_value") or "")
 
 
-# Pulumi pickles the provider with dill and unpickles it in a separate process
-# that cannot import this project (pulumi/pulumi#7453). dill copies classes of
-# `__main__` by value, so the provider travels with its code, as a provider
-# written in __main__.py would.
-def _pickle_by_value(cls: type) -> None:
-    cls.__module__ = "__main__"
-    for member in vars(cls).values():
-        func = getattr(member, "__func__", member)  # unwrap staticmethod
-        if callable(func) and hasattr(func, "__module__"):
-            func.__module__ = "__main__"
-
-
-_pickle_by_value(NodeLabelProvider)
+pickle_by_value(NodeLabelProvider)
 
 
 class NodeLabel(dyn.Resource, module="msrcache", name="NodeLabel"):

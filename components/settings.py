@@ -143,6 +143,13 @@ def _validate(
                         f"pulumi config set --secret --path tls.{field} < key.pem",
                     )
                 )
+    if raw.get("msrToken") and "msrToken" not in secret_keys:
+        problems.append(
+            Problem(
+                "msrToken",
+                "is stored in plain text; expected a Pulumi secret: pulumi config set --secret msrToken",
+            )
+        )
     problems.extend(_plain_text_credentials(raw, secret_keys))
     return settings, redacted(problems, raw, secret_keys)
 

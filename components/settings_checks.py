@@ -34,11 +34,17 @@ class _Parts:
     cache_host: str | None
     fetch_msr_ca: bool
     msr_ca_cert: str
+    register: bool
+    msr_user: str
+    msr_token_set: bool
 
 
 def valid_parts(values: Mapping[str, Any], s: Settings | None, now: dt.datetime | None) -> _Parts:
     if s is not None:
-        return _Parts(s.tls, s.storage, s.cache_host, s.fetch_msr_ca, s.msr_ca_cert)
+        return _Parts(
+            s.tls, s.storage, s.cache_host, s.fetch_msr_ca, s.msr_ca_cert,
+            s.register_cache, s.msr_user, bool(s.msr_token.get_secret_value()),
+        )  # fmt: skip
 
     def part(model: type[Model], key: str) -> Any:
         # Without its unknown fields (reported already), so that a misspelt
@@ -63,6 +69,9 @@ def valid_parts(values: Mapping[str, Any], s: Settings | None, now: dt.datetime 
         cache_host=host,
         fetch_msr_ca=values.get("fetchMsrCa") in (True, "true", "True"),
         msr_ca_cert=ca if isinstance(ca, str) else "",
+        register=values.get("register") not in (False, "false", "False"),
+        msr_user=str(values.get("msrUser") or ""),
+        msr_token_set=bool(values.get("msrToken")),
     )
 
 
@@ -75,11 +84,37 @@ def cross_checks(
     problems: list[Problem] = []
     if s.fetch_msr_ca and (s.msr_ca_cert or "msrCaCert" in encrypted):
         problems.append(Problem("fetchMsrCa", "is true while msrCaCert is set; expected only one of the two"))
+    problems.extend(_registration_checks(s, encrypted))
     if s.tls is not None:
         problems.extend(_tls_checks(s.tls, s.cache_host, now, encrypted))
     if s.storage and s.storage.mode == "container" and _volume_settings(s.storage, encrypted):
         problems.append(
             Problem("storage.mode", "is container, but volume settings are given; expected mode volume")
+        )
+    return problems
+
+
+def _registration_checks(s: _Parts, encrypted: frozenset[str]) -> list[Problem]:
+    """Registering with MSR takes an admin's credentials; without them `up`
+    would fail half-way, after the service was made."""
+    if not s.register:
+        return []
+    problems = []
+    if not (s.msr_user or "msrUser" in encrypted):
+        problems.append(
+            Problem(
+                "msrUser",
+                "is required while register is true; expected the MSR admin user that registers the "
+                "cache (pulumi config set msrUser <user>), or register: false",
+            )
+        )
+    if not (s.msr_token_set or "msrToken" in encrypted):
+        problems.append(
+            Problem(
+                "msrToken",
+                "is required while register is true; expected that user's access token or password as a "
+                "secret (pulumi config set --secret msrToken), or register: false",
+            )
         )
     return problems
 

@@ -22,7 +22,7 @@ NAMESPACE = "msr-cache"
 # whenever tls.keyPem is encrypted, the normal layout); see _may_show.
 ECHO_SAFE = {
     "msrHost", "msrPort", "fetchMsrCa", "cacheHost", "cachePort", "cacheNode", "nodeLabel",
-    "image", "blobTtl", "logLevel", "publishMode", "serviceName",
+    "image", "blobTtl", "logLevel", "publishMode", "serviceName", "register", "cacheName", "msrUser",
     "tls.mode", "tls.keyAlgorithm", "tls.rsaBits", "tls.validityHours", "tls.rotateEvery",
     "tls.renewBeforeHours",
     "storage.mode", "storage.volumeName", "storage.driver", "storage.retain",
@@ -40,6 +40,9 @@ _FORMS = {
     "cacheNode": "the hostname of the Swarm node that runs the cache (see docker node ls), or self",
     "logLevel": "one of error, warn, info, debug",
     "publishMode": "one of ingress, host",
+    "register": "true or false",
+    "msrUser": "the MSR admin user that registers the cache",
+    "msrToken": "that user's access token or password, set as a secret",
     "tls": "an object with mode selfSigned, caSigned or provided (see README)",
     "tls.mode": "one of selfSigned, caSigned, provided",
     "tls.keyAlgorithm": "one of RSA, ECDSA",

@@ -212,6 +212,23 @@ def object_fields(key: str) -> set[str]:
     return {field.alias or name for name, field in OBJECT_MODELS[key].model_fields.items()}
 
 
+_CACHE_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$")
+
+
+def _cache_name(value: str) -> str:
+    # MSR does not publish its rule for names; this is the docs' example form
+    # ("region-asia") and what a Swarm object name may hold.
+    if value and not _CACHE_NAME_RE.match(value):
+        raise ValueError(
+            "expected a name of letters, digits, '-', '_' or '.' (at most 63), e.g. region-asia, "
+            "or empty for the stack name"
+        )
+    return value
+
+
+CacheName = Annotated[str, AfterValidator(_cache_name)]
+
+
 class Settings(Model):
     msr_host: Host
     msr_port: Port
@@ -226,6 +243,12 @@ class Settings(Model):
     log_level: Literal["error", "warn", "info", "debug"]
     publish_mode: Literal["ingress", "host"]
     service_name: ServiceName
+    # Registration with MSR (components/registration.py).
+    # `register` in the stack; another name here (BaseModel's metaclass has a register()).
+    register_cache: bool = Field(alias="register")
+    cache_name: CacheName
+    msr_user: str
+    msr_token: SecretStr
     tls: TlsSettings = TlsSettings()
     storage: StorageSettings = StorageSettings()
     secret_files: SecretFilesSettings = SecretFilesSettings()
@@ -253,6 +276,9 @@ class Settings(Model):
 
     def effective_service_name(self, stack: str) -> str:
         return self.service_name or f"msr-cache-{stack}"
+
+    def effective_cache_name(self, stack: str) -> str:
+        return self.cache_name or stack
 
     def effective_volume_name(self, stack: str) -> str:
         return self.storage.volume_name or f"{self.effective_service_name(stack)}-data"

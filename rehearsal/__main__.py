@@ -41,13 +41,15 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from rehearsal.localswarm import LocalSwarm, SwarmUnavailable
-from tools.redact import install_excepthook, redact
+from tools.redact import REDACT, install_excepthook, redact
 
 ROOT = Path(__file__).resolve().parents[1]
 # One rehearsal at a time; REHEARSAL_DIR lets the tests use their own.
 STATE_DIR = Path(os.environ.get("REHEARSAL_DIR") or ROOT / "build/rehearsal")
 STATE = STATE_DIR / "state.json"
 TEST_REPO, TEST_TAG = "rehearsal/busybox", "latest"
+# Pulled from MSR as a user whose content cache is this one: new to the cache.
+USER_REPO = "rehearsal/user-pull"
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -193,8 +195,9 @@ def up(args: argparse.Namespace) -> int:
             say(f"rehearse: pulled {TEST_REPO}:{TEST_TAG} through the cache over verified TLS: {pull_ok}")
             engine_pull(c, deployed.address)
             say("rehearse: `docker pull` through the cache: ok")
-            report(args, deployed, swarm, pull_ok)
-            status = EXIT_OK if pull_ok else EXIT_FAILED
+            redirected_ok = as_msr_users_pull(upstream, deployed, swarm)
+            report(args, deployed, swarm, pull_ok, upstream, redirected_ok)
+            status = EXIT_OK if pull_ok and redirected_ok else EXIT_FAILED
     except KeyboardInterrupt:
         say("rehearse: interrupted")
         status = EXIT_INTERRUPTED
@@ -210,7 +213,75 @@ def up(args: argparse.Namespace) -> int:
     return status
 
 
-def report(args: argparse.Namespace, deployed: Any, swarm: LocalSwarm, pull_ok: bool) -> None:
+def as_msr_users_pull(upstream: Any, deployed: Any, swarm: LocalSwarm) -> bool:
+    """The cache as MSR users meet it: registered with MSR, chosen by a user,
+    who pulls from MSR and gets every layer from the cache, and on a warm pull
+    MSR serves no layer bytes at all (its access log)."""
+    from rehearsal import upstream as up_
+    from rehearsal.user_pull import cache_client, pull_as_user
+
+    exports = deployed.run.exports
+    cache_url, registration_id = exports["cacheUrl"], exports["registrationId"]
+    registered = {r["id"]: r for r in upstream.registrations()}
+    entry = registered.get(registration_id)
+    if entry is None or entry["host"] != cache_url:
+        say(f"rehearse: MSR does not list the registration {registration_id} for {cache_url}: {registered}")
+        return False
+    say(f"rehearse: registered with MSR as {entry['name']!r} (id {registration_id}) for {cache_url}")
+    upstream.set_user_cache(upstream.test_user, registration_id)
+    say(f"rehearse: MSR user {upstream.test_user} chose that cache (the stand-in's control)")
+    image = up_.sample_image()
+    up_.push(upstream, USER_REPO, TEST_TAG, image)
+    msr = upstream.registry(as_user=upstream.test_user)
+    cache_for = cache_client(cache_url, deployed.address, str(deployed.ca_file))
+    cold = pull_as_user(msr, USER_REPO, TEST_TAG, cache_for)
+    upstream.wait_quiet()  # the cache has stored what it fetched
+    before = upstream.blob_bytes_served(cold.blobs)
+    warm = pull_as_user(msr, USER_REPO, TEST_TAG, cache_for)
+    msr_bytes = upstream.blob_bytes_served(warm.blobs) - before
+    ok = cold.digest == warm.digest == image.digest and not cold.from_msr and not warm.from_msr
+    ok = ok and msr_bytes == 0
+    say(
+        f"rehearse: {upstream.test_user} pulled {USER_REPO}:{TEST_TAG} from MSR: "
+        f"{len(warm.from_cache)}/{len(warm.blobs)} layers redirected to the cache, "
+        f"{msr_bytes} layer bytes from MSR on the warm pull: {ok}"
+    )
+    return ok and docker_pull_from_msr(upstream, swarm, cache_url, image.blobs)
+
+
+def docker_pull_from_msr(upstream: Any, swarm: LocalSwarm, cache_url: str, blobs: Any) -> bool:
+    """`docker pull <msr>/<repo>:<tag>` as the user, by the engine of the cache
+    node (a site client next to the cache), which follows MSR's redirects to
+    cacheUrl: only when cacheHost resolves there (localhost, an IP, a name in
+    /etc/hosts), as it must for real clients."""
+    import socket
+    from urllib.parse import urlsplit
+
+    host = urlsplit(cache_url).hostname or ""
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError:
+        say(f"rehearse: `docker pull` from MSR skipped: cacheHost {host} does not resolve on this machine")
+        return True
+    before = upstream.blob_bytes_served(blobs)
+    engine = swarm.cache.client()
+    ref = f"{upstream.host}:{upstream.port}/{USER_REPO}"
+    auth = {"username": upstream.test_user, "password": upstream.test_password}
+    pulled = engine.images.pull(ref, tag=TEST_TAG, auth_config=auth)
+    engine.images.remove(pulled.id, force=True)
+    msr_bytes = upstream.blob_bytes_served(blobs) - before
+    say(f"rehearse: `docker pull {ref}:{TEST_TAG}` as {upstream.test_user}: {msr_bytes} layer bytes from MSR")
+    return msr_bytes == 0
+
+
+def report(
+    args: argparse.Namespace,
+    deployed: Any,
+    swarm: LocalSwarm,
+    pull_ok: bool,
+    upstream: Any,
+    redirected_ok: bool,
+) -> None:
     exports = deployed.run.exports
     doc = {
         "cacheUrl": exports["cacheUrl"],
@@ -224,6 +295,9 @@ def report(args: argparse.Namespace, deployed: Any, swarm: LocalSwarm, pull_ok: 
         "label": exports["label"],
         "secondsToServe": deployed.seconds_to_serve,
         "pullOk": pull_ok,
+        "msrApi": f"{upstream.url}/api/v0/content_caches",
+        "registrationId": exports["registrationId"],
+        "redirectedPullOk": redirected_ok,
     }
     if args.report:
         Path(args.report).write_text(json.dumps(doc, indent=2) + "\n")
@@ -311,6 +385,31 @@ def teardown(rehearsal: Any, swarm: LocalSwarm, port: int | None) -> bool:
     return done
 
 
+def _registration_credentials(rehearsal: Any, stand_in_dir: Path) -> None:
+    """The state file holds no secret, so a registration's token is not in it;
+    removing it from the MSR stand-in takes the stand-in's admin password, which
+    the stand-in's own config holds. With the stand-in gone, so is the
+    registration: it is dropped from the state."""
+    from rehearsal import upstream as up_
+
+    try:
+        users = json.loads((stand_in_dir / up_.FRONT_CONFIG).read_text())["users"]
+        admin = next(u for u in users if u.get("admin"))
+    except (OSError, ValueError, KeyError, StopIteration):
+        admin = None
+    kept = []
+    for r in rehearsal.state.resources:
+        if r.typ.endswith(":Registration") and "token" not in r.created.outputs:
+            if admin is None:
+                say(f"rehearse: the MSR stand-in is gone, and registration {r.created.id} with it")
+                continue
+            REDACT.add(admin["password"])
+            r.created.outputs |= {"user": admin["name"], "token": admin["password"]}
+            r.created.secret_outputs.add("token")
+        kept.append(r)
+    rehearsal.state.resources = kept
+
+
 def down(_args: argparse.Namespace) -> int:
     from rehearsal.applier import Rehearsal
 
@@ -320,6 +419,8 @@ def down(_args: argparse.Namespace) -> int:
     c, swarm = client()
     rehearsal, extra = Rehearsal.load(c, STATE, log=lambda m: say(f"  {m}"))
     rehearsal.state_file, rehearsal.extra = STATE, extra
+    if extra.get("workdir"):
+        _registration_credentials(rehearsal, Path(extra["workdir"]) / "upstream")
     say(f"rehearse: removing the rehearsal of stack {rehearsal.stack}")
     workdir = extra.get("workdir")
     if not finish(rehearsal, swarm, extra.get("upstreamPort"), Path(workdir) if workdir else None):

@@ -36,6 +36,7 @@ from rehearsal.engine import (
     Registered,
     Run,
     goal_inputs,
+    is_secret_wrapper,
     run_program,
     secret,
     unchanged,
@@ -147,7 +148,11 @@ class ApplyMocks(RecordingMocks):
                 self.refused.append(args.name)
                 return f"not-applied-{args.name}", dict(args.inputs)
             try:
-                created = self._apply(args.typ, args.name, unwrap(args.inputs))
+                # An input the program made secret stays secret as an output (a
+                # dynamic provider returns its inputs: the registration's token):
+                # never in the state file, a repr or a message.
+                secrets = {k for k, v in args.inputs.items() if is_secret_wrapper(v)}
+                created = self._apply(args.typ, args.name, unwrap(args.inputs), secrets)
             except BaseException as exc:
                 self.failure, self.error = args.name, exc
                 raise
@@ -160,7 +165,7 @@ class ApplyMocks(RecordingMocks):
         self.resources.append(Registered(args.typ, args.name, dict(args.inputs), state))
         return created.id, state
 
-    def _apply(self, typ: str, name: str, inputs: dict[str, Any]) -> Created:
+    def _apply(self, typ: str, name: str, inputs: dict[str, Any], secrets: set[str]) -> Created:
         handler = handler_for(typ)
         old = self.prior.get(name)
         trigger = self.replacement_triggers.get(name)
@@ -179,6 +184,7 @@ class ApplyMocks(RecordingMocks):
                 handler.update(self.ctx, old.created, old.inputs, inputs) if old.trigger == trigger else None
             )
             if changed is not None:
+                changed.secret_outputs |= secrets & changed.outputs.keys()
                 self.ctx.log(f"updated {typ.split(':')[-1]} {name} in place")
                 self.seen.append(Applied(typ, name, inputs, changed, trigger, retain))
                 self._changed()
@@ -191,11 +197,13 @@ class ApplyMocks(RecordingMocks):
         try:
             made = handler.create(self.ctx, name, inputs)
         except CreatedButFailed as exc:
+            exc.created.secret_outputs |= secrets & exc.created.outputs.keys()
             made_name = exc.created.outputs.get("name", exc.created.id)
             self.seen.append(Applied(typ, name, inputs, exc.created, trigger, retain))
             self._changed()
             self.ctx.log(f"created {typ.split(':')[-1]} {name} ({made_name}), but it failed")
             raise
+        made.secret_outputs |= secrets & made.outputs.keys()
         # In the state file before it is said: a run killed after the line can
         # be removed from the file.
         self.seen.append(Applied(typ, name, inputs, made, trigger, retain))
@@ -277,6 +285,24 @@ class Rehearsal:
         self.state = State([r for r in self.state.resources if r not in doomed])
         self._persist(self.state)
         return run
+
+    def refresh(self) -> list[str]:
+        """`pulumi refresh`: each resource whose provider can read it is read
+        again (the dynamic providers); one that is gone leaves the state, so the
+        next apply makes it again. Returns the names of those gone."""
+        gone, kept = [], []
+        for r in self.state.resources:
+            read = getattr(handler_for(r.typ), "read", None)
+            found = read(self.ctx, r.created) if read is not None else r.created
+            if found is None:
+                self.ctx.log(f"refresh: {r.typ.split(':')[-1]} {r.name} is gone")
+                gone.append(r.name)
+                continue
+            r.created = found
+            kept.append(r)
+        self.state = State(kept)
+        self._persist(self.state)
+        return gone
 
     def destroy(self) -> None:
         """Delete everything, last created first."""

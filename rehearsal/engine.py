@@ -293,6 +293,8 @@ BASE_CONFIG = {
     "msrHost": "msr.example.com",
     "cacheHost": "cache.example.com",
     "cacheNode": "node1",
+    # Registration needs MSR's credentials; the tests of it set them.
+    "register": False,
 }
 
 

@@ -704,6 +704,15 @@ class Dynamic:
         with self.StderrToLog(ctx):
             self.provider(old.outputs, {}).delete(old.id, self.props(old.outputs))
 
+    def read(self, ctx: Context, old: Created) -> Created | None:
+        """`pulumi refresh`: what the provider sees now; None when it is gone."""
+        with self.StderrToLog(ctx):
+            result = self.provider(old.outputs, self.program_config()).read(old.id, self.props(old.outputs))
+        if result.id is None:
+            return None
+        outputs = {**(result.outs or {}), "__provider": old.outputs["__provider"]}
+        return Created(result.id, outputs, set(old.secret_outputs))
+
 
 HANDLERS: dict[str, Handler] = {
     "tls:index/privateKey:PrivateKey": PrivateKey(),

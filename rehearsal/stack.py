@@ -58,7 +58,10 @@ def for_local_swarm(
     content-cache stand-in. Every value swapped is said in `notes`."""
     config = copy.deepcopy(stack)
     notes: list[str] = []
-    replaced = {"msrHost", "msrPort", "msrCaCert", "fetchMsrCa", "cacheNode", "publishMode", "image"}
+    replaced = {
+        "msrHost", "msrPort", "msrCaCert", "fetchMsrCa", "cacheNode", "publishMode", "image",
+        "register", "msrUser", "msrToken",
+    }  # fmt: skip
     for key in sorted(k for k, v in config.items() if is_encrypted(v) and k not in replaced):
         if key in _UNREADABLE_STAND_INS:
             config[key] = _UNREADABLE_STAND_INS[key]
@@ -76,8 +79,17 @@ def for_local_swarm(
         "cacheNode": node,
         "publishMode": "host",
         "image": image,
+        # The stand-in is MSR here: the rehearsal always registers the cache
+        # with it, as its admin, whatever the stack says of register.
+        "register": True,
+        "msrUser": upstream.admin_user,
+        "msrToken": upstream.admin_token,
     }
     notes.append(f"msrHost/msrPort/msrCaCert -> the MSR stand-in {upstream.url} (private test CA)")
+    notes.append(
+        f"register -> true; msrUser/msrToken -> the MSR stand-in's {upstream.admin_user} "
+        f"(was register: {str(stack.get('register', True)).lower()})"
+    )
     notes.append(f"cacheNode -> {node}; publishMode -> host; image -> {image} (stand-in)")
     storage = config.get("storage")
     if isinstance(storage, dict) and _holds_encrypted(storage):
@@ -116,8 +128,8 @@ def for_local_swarm(
     tls = {k: v for k, v in tls.items() if not is_encrypted(v)}
     config["tls"] = tls
     # Every encrypted value is gone or replaced by now; what is left to keep
-    # secret is the private key material put in.
-    secret_keys = ("tls",) if mode != "selfSigned" else ()
+    # secret is the stand-in's token and the private key material put in.
+    secret_keys = ("msrToken", "tls") if mode != "selfSigned" else ("msrToken",)
     return RehearsalConfig(config, secret_keys, client_ca, notes)
 
 

@@ -146,6 +146,21 @@ class Upstream:
         wanted = None if digests is None else set(digests)
         return sum(n for digest, n in self._blob_bodies() if wanted is None or digest in wanted)
 
+    def wait_quiet(self, settle: float = 1.5, timeout: float = 30) -> list[str]:
+        """The blobs MSR served, once that stops changing: a cache has finished
+        storing what it fetched (the stand-in of the cache, Distribution's
+        proxy, fetches a second copy to store while it streams the first)."""
+        deadline = time.monotonic() + timeout
+        last, since = self.blob_gets(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            now = self.blob_gets()
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= settle:
+                return now
+        raise StandInError(f"MSR kept serving blobs for {timeout:.0f} s")
+
     def registry_blob_gets(self) -> list[str]:
         """The same from the registry's own access log, behind the front."""
         logs = self.container().logs(stdout=True, stderr=True).decode(errors="replace")

@@ -257,7 +257,7 @@ def plan_config(
             continue
         if full == ns + "serviceName":
             continue  # replaced below
-        if full == ns + "nodeLabel":
+        if full in (ns + "nodeLabel", ns + "cacheName"):
             continue  # replaced below
         if full == ns + "cachePort" and port is not None:
             continue  # replaced below
@@ -271,9 +271,14 @@ def plan_config(
 
     settings.append(Setting(ns + "serviceName", stack, False, False))
     settings.append(Setting(ns + "nodeLabel", label, False, False))
+    settings.append(Setting(ns + "cacheName", stack, False, False))
     notes.append(f"{ns}serviceName: {stack} (never the environment's service)")
     notes.append(
         f"{ns}nodeLabel: {label} (a label of this run: destroying the test stack removes it from the node)"
+    )
+    notes.append(
+        f"{ns}cacheName: {stack} (registered with MSR under its own name, when register is on; "
+        "destroying the test stack removes that registration, never the environment's)"
     )
     if port is not None:
         settings.append(Setting(ns + "cachePort", str(port), False, False))

@@ -49,27 +49,11 @@ def labelled_nodes(client: Any, label: str) -> list[str]:
     )
 
 
-def wait_quiet(upstream: up.Upstream, settle: float = 1.5, timeout: float = 30) -> list[str]:
-    """The upstream's blob requests once they stop changing: the cache has
-    finished storing what it fetched (it fetches a second copy to store while
-    streaming the first to the client)."""
-    deadline = time.monotonic() + timeout
-    last, since = upstream.blob_gets(), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        now = upstream.blob_gets()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= settle:
-            return now
-    raise AssertionError("the upstream kept serving blobs for 30 s")
-
-
 def pull_and_settle(deployed: Deployed, upstream: up.Upstream, repo: str) -> up.Image:
     image = up.sample_image()
     up.push(upstream, repo, "1", image)
     assert deployed.registry().pull(repo, "1").digest == image.digest
-    wait_quiet(upstream)
+    upstream.wait_quiet()
     return image
 
 
@@ -261,7 +245,7 @@ def test_cached_layers_survive_a_restart_only_on_a_volume(
     assert fresh["NodeID"] == task["NodeID"]
     deployed.registry().wait_ready(60)
     deployed.registry().pull(f"e2e/storage-{mode}", "1")
-    wait_quiet(upstream)
+    upstream.wait_quiet()
     assert (upstream.blob_gets() != fetched) is refetched
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from rehearsal import pki
@@ -44,7 +45,10 @@ def test_rehearse_keep_report_then_down(
     assert set(report) == {
         "cacheUrl", "address", "caFile", "dockerHost", "serviceName",
         "node", "nodeAddress", "manager", "label", "secondsToServe", "pullOk",
+        "msrApi", "registrationId", "redirectedPullOk",
     }  # fmt: skip
+    assert report["redirectedPullOk"] is True
+    assert report["msrApi"] == "https://10.77.0.13:5920/api/v0/content_caches"
     assert report["pullOk"] is True
     # The cache runs on the cache node, not on the manager Pulumi talks to.
     assert (report["node"], report["manager"]) == (swarm.cache.hostname, swarm.manager.hostname)
@@ -61,12 +65,22 @@ def test_rehearse_keep_report_then_down(
     assert docker_client.services.get("msr-cache-dev")
     state = (tmp_path / "state/state.json").read_text()
     assert "PRIVATE KEY" not in state
+    # Registered with the kept MSR stand-in, whose token is in no state file.
+    stand_in = tmp_path / "state/dev/upstream"
+    admin = next(u for u in json.loads((stand_in / "front.json").read_text())["users"] if u.get("admin"))
+    assert admin["password"] not in state
+    listed = requests.get(
+        report["msrApi"], auth=(admin["name"], admin["password"]), verify=str(stand_in / "ca.pem"), timeout=10
+    ).json()
+    assert [(r["id"], r["host"]) for r in listed] == [(report["registrationId"], report["cacheUrl"])]
 
     again = rehearse(tmp_path, "up", "--stack", "dev")
     assert again.returncode != 0 and "make rehearse-down" in again.stdout + again.stderr
 
     down = rehearse(tmp_path, "down")
     assert down.returncode == 0, down.stdout + down.stderr
+    # The registration went first, with the stand-in's admin password from its config.
+    assert "deleted Registration msr-cache-registration-entry" in down.stdout
     mine = {"label": "com.mirantis.msr-cache.stack=dev"}
     assert docker_client.services.list(filters=mine) == []
     assert docker_client.secrets.list(filters=mine) == []
@@ -82,7 +96,8 @@ SECURE = {"secure": "v1:bm90IHJlYWxseSBlbmNyeXB0ZWQ="}
 
 def completed(tmp_path: Path, stack: str) -> Path:
     """stacks/Pulumi.<stack>.yaml as an operator completes it (README "Stacks"):
-    the certificate or CA certificate in plain text, its key encrypted."""
+    the certificate or CA certificate in plain text, its key and the MSR token
+    encrypted."""
     doc = yaml.safe_load((ROOT / f"stacks/Pulumi.{stack}.yaml").read_text())
     tls = doc["config"]["msr-cache:tls"]
     host = doc["config"]["msr-cache:cacheHost"]
@@ -91,6 +106,8 @@ def completed(tmp_path: Path, stack: str) -> Path:
     else:
         leaf = pki.make_leaf(host, dns=[host], issuer=INTER)
         tls |= {"certPem": leaf.cert_pem, "keyPem": SECURE, "chainPem": INTER.cert_pem}
+    # The MSR admin that registers it, its token encrypted.
+    doc["config"] |= {"msr-cache:msrUser": "admin", "msr-cache:msrToken": SECURE}
     path = tmp_path / f"Pulumi.{stack}.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path

@@ -159,6 +159,9 @@ PUBLISH = st.sampled_from(["ingress", "host"])
 PUBLISH_NEAR = st.sampled_from(["Host", "mesh", "ingress ", ""])
 SERVICE = st.one_of(st.sampled_from(["", "dtr-cache", "msr.cache_1"]), DNS_NAME)
 SERVICE_NEAR = st.sampled_from(["my cache!", "-x", "a" * 64, "x.", "cache/1"])
+CACHE_NAME = st.sampled_from(["", "region-asia", "asia.1", "A_2"])
+CACHE_NAME_NEAR = st.sampled_from(["region asia", "-x", "a" * 64, "a/b", "Ñ"])
+TOKEN = st.text("0123456789abcdef", min_size=20, max_size=40)
 
 # JSON for the objects: whatever a `pulumi config set --path` could build, and worse. Field
 # names without spaces or line breaks: the error prints a bad field's name as given (xfail below).
@@ -295,6 +298,10 @@ VALUES: dict[str, dict[str, st.SearchStrategy[str]]] = {
     "logLevel": _scalar(LOG_LEVEL, LOG_LEVEL_NEAR),
     "publishMode": _scalar(PUBLISH, PUBLISH_NEAR),
     "serviceName": _scalar(SERVICE, SERVICE_NEAR),
+    "register": _scalar(BOOL, BOOL_NEAR),
+    "cacheName": _scalar(CACHE_NAME, CACHE_NAME_NEAR),
+    "msrUser": _scalar(st.sampled_from(["admin", "svc-cache"]), st.just("")),
+    "msrToken": _scalar(TOKEN, st.just("")),
     "tls": _object(TLS_VALID, TLS_NEAR_FIELD, TLS_FIELDS),
     "storage": _object(
         STORAGE_VALID, STORAGE_NEAR_FIELD, ["mode", "volumeName", "driver", "driverOpts", "retain"]
@@ -371,9 +378,15 @@ def stack_configs(draw: st.DrawFn) -> tuple[dict[str, str], tuple[str, ...], str
     if profile != "valid":
         for key in draw(st.lists(UNKNOWN_KEY, max_size=2, unique=True)):
             config[key] = draw(st.one_of(ARBITRARY, PEM_TEXT, HOST))
+    if profile == "valid" and config.get("register", "true") == "true":
+        # Registering needs an admin and a token, which the operator stores as a secret.
+        config["msrUser"] = draw(VALUES["msrUser"]["valid"])
+        config["msrToken"] = draw(TOKEN)
     # Any key may be stored as a secret: the error must never quote it.
     keys = sorted(config)
     secret_keys = tuple(draw(st.lists(st.sampled_from(keys), unique=True))) if keys else ()
+    if profile == "valid" and "msrToken" in config and "msrToken" not in secret_keys:
+        secret_keys += ("msrToken",)
     marker = draw(MARKER)
     for key in secret_keys:
         config[key] = _with_marker(draw, key, config[key], marker)

@@ -229,7 +229,9 @@ def test_saved_state_leaves_secret_outputs_out() -> None:
     assert State.from_json(saved).resources[1].created.outputs == {"name": "s-1"}
 
 
-UPSTREAM = Upstream("cid", "10.77.0.13", 5900, CA.cert_pem, Path("ca.pem"), client=None)
+UPSTREAM = Upstream(
+    "cid", "10.77.0.13", 5900, CA.cert_pem, Path("ca.pem"), client=None, admin_token="stand-in-admin-token"
+)
 STAND_IN = "10.77.0.13:5999/msrc-test/dtr-content-cache-stand-in:2.8.2"
 
 
@@ -252,9 +254,15 @@ def test_stack_is_pointed_at_the_local_swarm() -> None:
         "image": STAND_IN,
         "logLevel": "debug",
         "tls": {},
+        "register": True,
+        "msrUser": "admin",
+        "msrToken": "stand-in-admin-token",
     }
     assert rc.config["msrCaCert"] == CA.cert_pem
-    assert rc.client_ca_pem is None and rc.secret_keys == ()
+    assert rc.client_ca_pem is None and rc.secret_keys == ("msrToken",)
+    assert any(
+        n.startswith("register -> true; msrUser/msrToken -> the MSR stand-in's admin") for n in rc.notes
+    )
 
 
 def test_encrypted_values_are_replaced_and_said() -> None:
@@ -268,7 +276,7 @@ def test_encrypted_values_are_replaced_and_said() -> None:
     rc = for_local_swarm(stack, UPSTREAM, "vm", image=STAND_IN)
     assert rc.config["tls"]["caKeyPem"].startswith("-----BEGIN")
     assert rc.client_ca_pem == rc.config["tls"]["caCertPem"]
-    assert rc.secret_keys == ("tls",)
+    assert rc.secret_keys == ("msrToken", "tls")
     assert any("msrCaCert -> the MSR stand-in" in n for n in rc.notes)
     assert any("test CA (caKeyPem encrypted in the stack file" in n for n in rc.notes)
     run = run_program(rc.config, secret_keys=rc.secret_keys, base={})

@@ -36,6 +36,8 @@ BASE: dict[str, object] = {
     "msr-cache:msrHost": "msr.example.com",
     "msr-cache:cacheHost": "cache-asia.example.com",
     "msr-cache:cacheNode": "cache-asia-01",
+    "msr-cache:msrUser": "admin",
+    "msr-cache:msrToken": {"secure": "v1:dG9rZW4="},
 }
 
 

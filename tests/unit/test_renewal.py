@@ -15,7 +15,12 @@ from rehearsal.engine import run_program
 from rehearsal.resources import Created, LocallySignedCert, SelfSignedCert
 from tests.unit.test_policy import analyze, deploy, only
 
-BASE = {"msrHost": "msr.example.com", "cacheHost": "cache.example.com", "cacheNode": "node-1"}
+BASE: dict[str, Any] = {
+    "msrHost": "msr.example.com",
+    "cacheHost": "cache.example.com",
+    "cacheNode": "node-1",
+    "register": False,
+}
 
 
 def tls_problems(tls: dict[str, Any]) -> list[str]:

@@ -16,7 +16,12 @@ from components.settings import SettingsError, parse_settings
 from policy import msrcache_policies as mp
 from tests.unit.test_policy import GOOD_SERVICE, changed, check, with_downstream
 
-BASE = {"msrHost": "msr.example.com", "cacheHost": "cache.example.com", "cacheNode": "node-1"}
+BASE: dict[str, Any] = {
+    "msrHost": "msr.example.com",
+    "cacheHost": "cache.example.com",
+    "cacheNode": "node-1",
+    "register": False,
+}
 DIGEST = "sha256:" + "ab" * 32
 
 

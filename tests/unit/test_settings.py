@@ -27,7 +27,12 @@ from rehearsal import pki
 from tests.support import leakscan
 
 PULUMI_YAML = Path(__file__).resolve().parents[2] / "Pulumi.yaml"
-REQUIRED = {"msrHost": "msr.example.com", "cacheHost": "cache.example.com", "cacheNode": "node1"}
+REQUIRED: dict[str, Any] = {
+    "msrHost": "msr.example.com",
+    "cacheHost": "cache.example.com",
+    "cacheNode": "node1",
+    "register": False,
+}
 CACHE_HOST = REQUIRED["cacheHost"]
 
 
@@ -77,13 +82,38 @@ def defaults() -> dict[str, Any]:
 def test_pulumi_yaml_declares_a_default_for_every_optional_scalar_key() -> None:
     assert set(DECLARED_DEFAULTS) == {
         "msrPort", "msrCaCert", "fetchMsrCa", "cachePort", "nodeLabel", "image",
-        "blobTtl", "logLevel", "publishMode", "serviceName",
+        "blobTtl", "logLevel", "publishMode", "serviceName", "register", "cacheName", "msrUser", "msrToken",
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("key", sorted(DECLARED_DEFAULTS))
+@pytest.mark.parametrize("key", sorted(set(DECLARED_DEFAULTS) - {"register", "msrToken"}))
 def test_default_is_the_one_declared_in_pulumi_yaml(defaults: dict[str, Any], key: str) -> None:
     assert defaults[key] == DECLARED_DEFAULTS[key]
+
+
+def test_registration_is_on_by_default_and_needs_credentials() -> None:
+    """REQUIRED turns it off; without that the declared default (true) asks for both."""
+    assert DECLARED_DEFAULTS["register"] is True and DECLARED_DEFAULTS["msrToken"] == ""
+    without = {k: v for k, v in REQUIRED.items() if k != "register"}
+    with pytest.raises(SettingsError) as err:
+        parse_settings(without)
+    assert [p.key for p in err.value.problems] == ["msrUser", "msrToken"]
+    s = parse_settings(without | {"msrUser": "admin", "msrToken": "t0ken-value"}, frozenset({"msrToken"}))
+    assert s.register_cache and s.msr_token.get_secret_value() == "t0ken-value"
+    assert s.effective_cache_name("staging") == "staging"
+
+
+def test_a_plain_text_token_is_refused_and_not_quoted() -> None:
+    with pytest.raises(SettingsError) as err:
+        parse_settings(REQUIRED | {"register": True, "msrUser": "admin", "msrToken": "t0ken-value"})
+    assert [p.key for p in err.value.problems] == ["msrToken"]
+    assert "plain text" in str(err.value) and "t0ken-value" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["region asia", "-asia", "a" * 64, "asia/eu"])
+def test_a_cache_name_msr_could_not_show_is_refused(name: str) -> None:
+    with pytest.raises(SettingsError, match="msr-cache:cacheName: is not valid; expected a name"):
+        parse_settings(REQUIRED | {"cacheName": name})
 
 
 @pytest.mark.parametrize(

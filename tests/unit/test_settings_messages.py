@@ -10,7 +10,12 @@ import pytest
 
 from components.settings import SettingsError, parse_settings
 
-BASE = {"msrHost": "msr.example.com", "cacheHost": "cache.example.com", "cacheNode": "node1"}
+BASE: dict[str, Any] = {
+    "msrHost": "msr.example.com",
+    "cacheHost": "cache.example.com",
+    "cacheNode": "node1",
+    "register": False,
+}
 # A private key's shape; the body is what must never be quoted.
 PEM_BODY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7"
 PEM = f"-----BEGIN PRIVATE KEY-----\n{PEM_BODY}\n-----END PRIVATE KEY-----\n"

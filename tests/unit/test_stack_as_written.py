@@ -21,6 +21,8 @@ BASE = {
     "msrPort": 443,
     "cacheHost": "cache-asia.example.com",
     "cacheNode": "node-1",
+    "msrUser": "admin",
+    "msrToken": {"secure": "v1:dG9rZW4="},
 }
 
 

@@ -35,9 +35,12 @@ def test_stack_runs_with_the_documented_secrets(path: Path) -> None:
         inter = pki.make_ca("Intermediate", issuer=pki.make_ca("Root"))
         leaf = pki.make_leaf(config["cacheHost"], dns=[config["cacheHost"]], issuer=inter)
         tls |= {"certPem": leaf.cert_pem, "keyPem": leaf.key_pem, "chainPem": inter.cert_pem}
+    secret_keys: tuple[str, ...] = ("tls",)
     if path.name != "Pulumi.dev.yaml":
         config["msrCaCert"] = pki.make_ca("MSR CA").cert_pem
-    run = run_program(config={**config, "tls": tls}, secret_keys=("tls",), base={}, stack=path.stem)
+        config |= {"msrUser": "admin", "msrToken": "an-access-token"}
+        secret_keys += ("msrToken",)
+    run = run_program(config={**config, "tls": tls}, secret_keys=secret_keys, base={}, stack=path.stem)
     assert run.exports["cacheUrl"].startswith(f"https://{config['cacheHost']}")
 
 

@@ -91,8 +91,10 @@ def test_dev_plan_sets_every_key_with_objects_as_paths() -> None:
         S("msr-cache:logLevel", "debug", False, False),
         S("msr-cache:tls.mode", "selfSigned", False, True),
         S("msr-cache:tls.ipAddresses[0]", "127.0.0.1", False, True),
+        S("msr-cache:register", "false", False, False),
         S("msr-cache:serviceName", STACK, False, False),
         S("msr-cache:nodeLabel", "msr-cache-test.a1b2c3", False, False),
+        S("msr-cache:cacheName", STACK, False, False),
     ]
     assert plan.tls_mode == "selfSigned" and plan.copied_keys == []
     assert any("pass --port N" in n and "self" in n and "5443" in n for n in plan.notes)
@@ -245,7 +247,11 @@ def _cli_store(config: dict[str, Any], setting: tc.Setting, source: dict[str, An
 
 def _as_stored(config: dict[str, Any]) -> dict[str, Any]:
     """Top-level scalars are strings in a stack's config (config.Value), objects keep their types."""
-    return {k: v if isinstance(v, dict | list) else str(v) for k, v in config.items()}
+
+    def text(v: Any) -> str:
+        return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+    return {k: v if isinstance(v, dict | list) else text(v) for k, v in config.items()}
 
 
 @pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
@@ -264,6 +270,7 @@ def test_the_plan_rebuilds_each_stack_files_config(path: Path) -> None:
     expected |= {
         "msr-cache:serviceName": STACK,
         "msr-cache:nodeLabel": "msr-cache-test.a1b2c3",
+        "msr-cache:cacheName": STACK,
         "msr-cache:cachePort": "7443",
     }
     assert _as_stored(rebuilt) == expected
@@ -672,6 +679,7 @@ def test_a_good_stack_file_is_the_whole_document(tmp_path: Path) -> None:
     text = (
         "secretsprovider: passphrase\nconfig:\n  msr-cache:msrHost: msr.example.com\n"
         "  msr-cache:cacheHost: c.example.com\n  msr-cache:cacheNode: n\n  docker:host: ssh://m\n"
+        "  msr-cache:register: false\n"
     )
     doc = tc.checked_document("asia", root=_project(tmp_path, text))
     assert doc["secretsprovider"] == "passphrase" and doc["config"]["docker:host"] == "ssh://m"

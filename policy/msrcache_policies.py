@@ -88,6 +88,8 @@ PRIVATE_KEY: Final = "tls:index/privateKey:PrivateKey"
 LOCALLY_SIGNED_CERT: Final = "tls:index/locallySignedCert:LocallySignedCert"
 RANDOM_PASSWORD: Final = "random:index/randomPassword:RandomPassword"  # noqa: S105
 SELF_SIGNED_CERT: Final = "tls:index/selfSignedCert:SelfSignedCert"
+# The cache's registration with MSR (components/registration.py): holds MSR's token.
+REGISTRATION: Final = "pulumi-python:dynamic/msrcache:Registration"
 CERTIFICATES: Final = (SELF_SIGNED_CERT, LOCALLY_SIGNED_CERT)
 
 
@@ -98,6 +100,7 @@ SECRET_PROPERTIES: Final[Mapping[str, tuple[str, ...]]] = {
     PRIVATE_KEY: ("privateKeyPem",),
     LOCALLY_SIGNED_CERT: ("caPrivateKeyPem",),
     RANDOM_PASSWORD: ("result",),  # http.secret itself
+    REGISTRATION: ("token",),  # the MSR admin's access token
 }
 
 # Volume driver options that make a `local` volume a network mount, shared by nodes.

@@ -319,6 +319,7 @@ MARKED = [
     (mp.PRIVATE_KEY, ("privateKeyOpenssh", "privateKeyPem", "privateKeyPemPkcs8")),
     (mp.LOCALLY_SIGNED_CERT, ("caPrivateKeyPem", "caPrivateKeyPemWo")),
     (mp.RANDOM_PASSWORD, ("bcryptHash", "result")),
+    (mp.REGISTRATION, ("token",)),
 ]
 
 
@@ -338,6 +339,7 @@ def test_secrets_marked_accepts(typ: str, secret_outputs: tuple[str, ...]) -> No
         (mp.PRIVATE_KEY, ("privateKeyOpenssh",), "privateKeyPem holds secret material"),
         (mp.LOCALLY_SIGNED_CERT, (), "caPrivateKeyPem holds secret material"),
         (mp.RANDOM_PASSWORD, ("bcryptHash",), "result holds secret material"),
+        (mp.REGISTRATION, (), "token holds secret material"),
     ],
 )
 def test_secrets_marked_rejects(typ: str, secret_outputs: tuple[str, ...], fragment: str) -> None:
@@ -633,6 +635,10 @@ CONFIGURATIONS = {
         {"storage": {"mode": "volume", "driverOpts": {"type": "nfs", "o": "addr=10.0.0.5", "device": ":/x"}}},
         (),
     ),
+    "registered": lambda: (
+        {"register": True, "msrUser": "admin", "msrToken": "an-access-token"},
+        ("msrToken",),
+    ),
 }
 
 
@@ -650,6 +656,12 @@ def test_every_policy_accepts_every_resource_of_the_real_program(deployed: Deplo
 def test_the_engine_path_reports_nothing_for_the_real_program(deployed: Deployed) -> None:
     for typ, name, inputs, secret_outputs in deployed.resources():
         assert analyze(typ, name, inputs, secret_outputs) == [], name
+
+
+def test_the_registration_marks_its_token_secret() -> None:
+    config, secret_keys = CONFIGURATIONS["registered"]()
+    _, _, secret_outputs = deploy(config, secret_keys).one(mp.REGISTRATION)
+    assert "token" in secret_outputs
 
 
 def test_the_policies_have_something_to_check_in_the_real_program(deployed: Deployed) -> None:

@@ -22,6 +22,7 @@ def _forget_known_secrets() -> Iterator[None]:
     from tools.redact import REDACT
 
     hook = sys.excepthook
+    REDACT.clear()
     yield
     REDACT.clear()
     sys.excepthook = hook

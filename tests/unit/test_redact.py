@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.support.docker_errors import MOUNT_ERROR
 from tools.redact import REDACT, Redactor, install_excepthook, redact
 
 WRAPPED = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", "value": "wrapped-value-1"}
-MOUNT_ERROR = (
-    "error while mounting volume '/var/lib/docker/volumes/x/_data': failed to mount local volume: "
-    "mount //10.0.0.5/share:/var/lib/docker/volumes/x/_data, data: username=svc,password=hunter22: "
-    "permission denied"
-)
-
-
-@pytest.fixture(autouse=True)
-def _forget() -> Iterator[None]:
-    REDACT.clear()
-    yield
-    REDACT.clear()
 
 
 def private_key_pem() -> str:

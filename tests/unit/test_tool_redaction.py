@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,23 +18,12 @@ import pytest
 
 import tools.test_cache as tc
 from rehearsal import pki
+from tests.support.docker_errors import MOUNT_ERROR
 from tools import smoke
 from tools.redact import REDACT
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = "test-prod-20250304050607-a1b2c3d4"
-MOUNT_ERROR = (
-    "error while mounting volume '/var/lib/docker/volumes/x/_data': failed to mount local volume: "
-    "mount //10.0.0.5/share:/var/lib/docker/volumes/x/_data, data: username=svc,password=hunter22: "
-    "permission denied"
-)
-
-
-@pytest.fixture(autouse=True)
-def _forget() -> Iterator[None]:
-    REDACT.clear()
-    yield
-    REDACT.clear()
 
 
 @pytest.fixture

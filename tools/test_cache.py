@@ -17,7 +17,10 @@ the environment's own cache:
     test stack removes its label from the node, and removing the environment's
     label would unschedule the environment's cache;
   - `storage.volumeName` is dropped, so the volume is `<serviceName>-data`
-    (a shared named volume would be deleted by the test's destroy).
+    (a shared named volume would be deleted by the test's destroy);
+  - `cacheName` is the test stack's name: with `register` on, the test cache
+    is registered with MSR under its own name, and the test's destroy removes
+    that registration, never the environment's.
 The node (`cacheNode`) and port (`cachePort`, or `--port`) are the environment's:
 a test cache on the node and port where the environment's cache runs cannot
 publish that port.

@@ -2,15 +2,19 @@
 
     python -m bench [--runs N] [--size-mb MB] [--rtt-ms MS] [--mbit MBIT] [--json FILE] [--plot FILE]
 
-Deploys a rehearsal of the dev stack through the manager (msrc-manager): the
-cache runs on msrc-cache, the upstream MSR stand-in on msrc-msr, and a
-simulated WAN (bench/wan.py) on this machine sits between the two. Then
-measures pulls (registry API with TLS verified, from this machine, and `docker
-pull` by the manager's engine) directly from the msr node, over the WAN, and
-through the cache cold and warm; the WAN bytes of a cold pull; deploy time next
-to a bare `docker service create`; unavailability during a rotation and a
-restart; and the program's own evaluation cost. Prints a table (median of N
-runs, ratio to its floor) and writes JSON and a PNG plot of the pull times.
+Deploys a rehearsal of the dev stack through the manager (msrc-manager), with
+cacheHost the cache node's address: the cache runs on msrc-cache and is
+registered with the upstream MSR stand-in on msrc-msr; a simulated WAN
+(bench/wan.py) on this machine sits between the cache and MSR, and between the
+site's clients and MSR. Then measures pulls (registry API with TLS verified,
+from this machine, and `docker pull` by the manager's engine): from MSR
+directly, from MSR over the WAN by a user with no cache, from MSR over the
+WAN by a user who chose the cache (MSR redirects the blobs to it) cold and warm,
+with what MSR was asked for, the same warm pull with no WAN, and warm from the
+cache's own address; the WAN bytes of a cold pull; deploy time next to a bare
+`docker service create`; unavailability during a rotation and a restart; and
+the program's own evaluation cost. Prints a table (median of N runs, ratio to
+its floor) and writes JSON and a PNG plot of the pull times.
 """
 
 from __future__ import annotations
@@ -45,24 +49,41 @@ def machine() -> dict[str, Any]:
     }
 
 
+PULLS = (
+    ("direct", "from MSR, no WAN (floor)", "MSR,\nno WAN"),
+    ("wan", "from MSR over the WAN, no cache", "MSR over\nthe WAN"),
+    ("userCold", "from MSR over the WAN, user's cache, cold", "MSR over the WAN,\nuser's cache, cold"),
+    ("userWarm", "from MSR over the WAN, user's cache, warm", "MSR over the WAN,\nuser's cache, warm"),
+    ("userWarmNoWan", "from MSR, no WAN, user's cache, warm", "MSR, no WAN,\nuser's cache, warm"),
+    ("cacheWarm", "from the cache's address, warm", "cache's\naddress, warm"),
+)
+"""The pulls (bench/measure.py): JSON key, table name, plot label."""
+PULL_KINDS = (("api", "API pull"), ("dockerPull", "docker pull"))
+
+
 def rows(results: dict[str, Any]) -> list[tuple[str, float | None, float | None, str]]:
     """(measure, value, floor, unit) for the table; ratio = value / floor."""
     out: list[tuple[str, float | None, float | None, str]] = []
     pulls = results.get("pulls")
     if pulls:
-        for kind, label in (("api", "API pull"), ("dockerPull", "docker pull")):
+        for kind, label in PULL_KINDS:
             floor = pulls[kind]["direct"]
-            for key, name in (
-                ("direct", "direct from MSR (no WAN, floor)"),
-                ("wan", "direct over the WAN (no cache)"),
-                ("cacheCold", "through the cache, cold"),
-                ("cacheWarm", "through the cache, warm"),
-            ):
-                out.append((f"{label}: {name}", pulls[kind][key], floor, "s"))
+            for key, name, _ in PULLS:
+                if key in pulls[kind]:
+                    out.append((f"{label}: {name}", pulls[kind][key], floor, "s"))
         mib = pulls["imageMiB"] * 1024 * 1024
         out.append(
             ("WAN bytes MSR sent for one cold pull", pulls["coldPullUpstreamBytes"] / 1e6, mib / 1e6, "MB")
         )
+        for kind, label in PULL_KINDS:
+            if "userWarm" in pulls[kind]:
+                name = f"{label}: user's cache warm, against no cache"
+                out.append((name, pulls[kind]["userWarm"], pulls[kind]["wan"], "s"))
+        for kind, label in PULL_KINDS:
+            warm = pulls.get("userPull", {}).get("warm", {}).get(kind)
+            if warm:
+                name = f"{label}: WAN's part of a warm one; {warm['wanRoundTrips']} RTTs expected"
+                out.append((name, warm["measuredWanSeconds"], warm["expectedWanSeconds"], "s"))
     deploy = results.get("deploy")
     if deploy:
         out.append(
@@ -89,16 +110,20 @@ def rows(results: dict[str, Any]) -> list[tuple[str, float | None, float | None,
     return out
 
 
+WIDTH = 60
+"""The measure column's width in the table."""
+
+
 def table(results: dict[str, Any]) -> str:
     lines = [
-        f"| {'measure':<52} | {'median':>9} | {'floor':>9} | {'ratio':>6} |",
-        f"|{'-' * 54}|{'-' * 11}|{'-' * 11}|{'-' * 8}|",
+        f"| {'measure':<{WIDTH}} | {'median':>9} | {'floor':>9} | {'ratio':>6} |",
+        f"|{'-' * (WIDTH + 2)}|{'-' * 11}|{'-' * 11}|{'-' * 8}|",
     ]
     for name, value, floor, unit in rows(results):
         v = f"{value:.2f} {unit}" if value is not None else "-"
         f = f"{floor:.2f} {unit}" if floor is not None else ""
         r = f"{value / floor:.2f}" if value is not None and floor else ""
-        lines.append(f"| {name:<52} | {v:>9} | {f:>9} | {r:>6} |")
+        lines.append(f"| {name:<{WIDTH}} | {v:>9} | {f:>9} | {r:>6} |")
     return "\n".join(lines)
 
 
@@ -109,19 +134,16 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     pulls = results["pulls"]
-    keys = ["direct", "wan", "cacheCold", "cacheWarm"]
-    labels = ["direct (no WAN)", "over the WAN", "cache, cold", "cache, warm"]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(11, 4.8))
     width = 0.38
-    xs = range(len(keys))
-    for offset, (kind, name) in zip(
-        (-width / 2, width / 2), (("api", "registry API"), ("dockerPull", "docker pull")), strict=True
-    ):
-        values = [pulls[kind][k] for k in keys]
-        bars = ax.bar([x + offset for x in xs], values, width, label=name)
-        ax.bar_label(bars, fmt="%.1f s", fontsize=8)
+    xs = range(len(PULLS))
+    for offset, (kind, name) in zip((-width / 2, width / 2), PULL_KINDS, strict=True):
+        # The API client has no cold pull from MSR through the cache: no bar there.
+        values = [pulls[kind].get(key) for key, _, _ in PULLS]
+        bars = ax.bar([x + offset for x in xs], [v or 0 for v in values], width, label=name)
+        ax.bar_label(bars, labels=[f"{v:.1f} s" if v is not None else "" for v in values], fontsize=8)
     p = results["params"]
-    ax.set_xticks(list(xs), labels)
+    ax.set_xticks(list(xs), [label for _, _, label in PULLS], fontsize=8)
     ax.set_ylabel("seconds (median)")
     ax.set_title(
         f"Pull of a {p['sizeMiB']} MiB incompressible image; WAN {p['rttMs']:g} ms RTT, {p['mbit']:g} Mbit/s"
@@ -173,7 +195,7 @@ def main(argv: list[str]) -> int:
             "manager": f"{swarm.manager.hostname} {swarm.manager.address}",
             "cache": f"{swarm.cache.hostname} {swarm.cache.address}",
             "msr": f"{swarm.msr.hostname} {swarm.msr.address}",
-            "wanLink": f"this machine {swarm.host_address}, between the cache and the msr node",
+            "wanLinks": f"this machine {swarm.host_address}: cache -> MSR, and the site's clients -> MSR",
         },
         "params": {
             "runs": params.runs,
@@ -186,10 +208,11 @@ def main(argv: list[str]) -> int:
     say(f"bench: {params.runs} run(s), {params.size_mb} MiB image, {wan}")
     say(
         f"bench: cache on {swarm.cache.hostname} ({swarm.cache.address}), MSR stand-in on "
-        f"{swarm.msr.hostname} ({swarm.msr.address}), WAN link on this machine ({swarm.host_address})"
+        f"{swarm.msr.hostname} ({swarm.msr.address}), WAN links on this machine ({swarm.host_address})"
     )
     bench = Bench(docker.from_env(), swarm, params, ROOT / "build/bench", log=say)
     try:
+        results["topology"]["engine"] = f"Docker {bench.client.version().get('Version')} (the manager's)"
         say("bench: deploying the dev stack's rehearsal")
         bench.deploy()
         if "deploy" not in args.skip:

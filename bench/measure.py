@@ -10,10 +10,19 @@ Where things run (rehearsal/localswarm.py):
 
 The cache reaches MSR only through `wan_cache`, a WanLink on this machine's
 bridge address forwarding to the msr node: the simulated WAN sits between the
-cache node and the msr node. A site pulling from MSR without a cache goes
-through `wan_client`, a second link with the same figures (its own bandwidth,
-as a second site's access link would be). The floor pulls from the msr node
-directly, over the bridge and no WAN.
+cache node and the msr node. A site's clients reach MSR through `wan_client`,
+a second link with the same figures (its own bandwidth, as a site's access
+link would be). Both charge TCP's connection set-up (one round trip before the
+first byte), since `docker pull` opens a connection per request. The floor
+pulls from the msr node directly, over the bridge and no WAN.
+
+The pulls, as MSR users meet the cache (issue 12): the cache is registered
+with MSR and the stand-in's test user chose it, so MSR answers that user's
+blob GETs with a redirect to the cache (https://10.77.0.12:<port>, the cache
+node's address as cacheHost) and the blobs cross the site only; manifests
+still come from MSR over the WAN. The admin chose no cache: its pulls from MSR
+are a site without one. Pulls from the cache's own address show what the
+cache alone costs.
 
 Every figure is taken `runs` times and reported as the median, next to its
 floor (what the same operation costs without the thing being measured).
@@ -42,9 +51,17 @@ from rehearsal import upstream as up
 from rehearsal.applier import Rehearsal
 from rehearsal.deploy import Deployed, apply_and_serve, destroy_leaving_nothing
 from rehearsal.localswarm import LocalSwarm
+from rehearsal.user_pull import cache_client, pull_as_user
 from tools.smoke import Image, Registry
 
 Log = Callable[[str], None]
+
+PULLS = ("direct", "wan", "userCold", "userWarm", "userWarmNoWan", "cacheWarm")
+"""The pulls, by the registry API client and by `docker pull`: from MSR with no
+WAN (the floor), from MSR over the WAN by a user with no cache, from MSR over
+the WAN by the user who chose the cache (every blob redirected to it) cold and
+warm, the same warm with no WAN (MSR at the site: what the WAN adds to a warm
+pull is the difference), and warm from the cache's own address."""
 
 
 @dataclass
@@ -92,6 +109,99 @@ def wait_until_quiet(counter: Callable[[], int], settle: float = 1.0, timeout: f
         elif time.monotonic() - since >= settle:
             return now
     return last
+
+
+@dataclass
+class Observed:
+    """One pull from MSR over `wan_client`, as MSR and the link saw it."""
+
+    seconds: float
+    records: list[dict[str, Any]]
+    """The MSR front's access-log records of the pull (Upstream.front_log)."""
+    connections: int
+    """TCP connections the pull opened over the link."""
+
+
+REQUEST_KINDS = ("challenge", "ping", "manifest", "redirect", "blob", "other")
+
+
+def msr_requests(records: list[dict[str, Any]]) -> dict[str, int]:
+    """What a pull asked MSR for, by kind: `challenge` (/v2/ answered 401, which
+    asks for credentials), `ping` (/v2/ answered otherwise), `manifest`,
+    `redirect` (a blob GET answered with a redirect to the cache), `blob` (a blob
+    MSR served itself) and `other`."""
+    counts = dict.fromkeys(REQUEST_KINDS, 0)
+    for r in records:
+        path, status = r["path"], int(r["status"])
+        if path in ("/v2", "/v2/"):
+            kind = "challenge" if status == 401 else "ping"
+        elif "/manifests/" in path:
+            kind = "manifest"
+        elif "/blobs/" in path:
+            kind = "redirect" if 300 <= status < 400 else "blob"
+        else:
+            kind = "other"
+        counts[kind] += 1
+    return counts
+
+
+def wan_cost(
+    counts: dict[str, int], connections: int, rtt_ms: float, *, concurrent_blobs: bool, tcp_handshake: bool
+) -> tuple[int, float]:
+    """(round trips, seconds) that a pull's requests to MSR (`msr_requests`) wait
+    for over a link of `rtt_ms`, their bytes aside (a manifest, a redirect: a few
+    hundred). A request waits one round trip; one that opens a connection waits
+    one more for TLS 1.3's handshake and one more for TCP's when the link charges
+    it. The requests wait for each other, except the blob GETs of a client that
+    sends them together (`concurrent_blobs`: Docker asks for the config and the
+    layers at once), which are one step."""
+    blobs = counts["redirect"] + counts["blob"]
+    steps = sum(counts.values()) - blobs + (min(blobs, 1) if concurrent_blobs else blobs)
+    per_connection = 1 + (1 if tcp_handshake else 0)
+    trips = steps + min(connections, steps) * per_connection
+    return trips, round(trips * rtt_ms / 1000, 3)
+
+
+def timings(pulls: dict[str, list[float]]) -> str:
+    """The last run's pulls, for the log."""
+    return ", ".join(f"{key} {times[-1]:.2f} s" for key, times in pulls.items() if times)
+
+
+def describe(seen: Observed) -> str:
+    counts = msr_requests(seen.records)
+    kinds = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+    return f"{len(seen.records)} requests to MSR ({kinds}) on {seen.connections} connection(s)"
+
+
+def warm_summary(
+    seen: list[Observed], rtt_ms: float, *, concurrent_blobs: bool, tcp_handshake: bool, no_wan: float
+) -> dict[str, Any]:
+    """Where a warm redirected pull's time goes: what it asked MSR for (the last
+    run's), the round trips that costs over the WAN, against the measured
+    difference to the same pull with no WAN (`no_wan`, its median)."""
+    last = seen[-1]
+    counts = msr_requests(last.records)
+    trips, expected = wan_cost(
+        counts, last.connections, rtt_ms, concurrent_blobs=concurrent_blobs, tcp_handshake=tcp_handshake
+    )
+    t0 = dt.datetime.fromisoformat(last.records[0]["time"]) if last.records else None
+    return {
+        "requestsToMsr": counts,
+        "connectionsToMsr": last.connections,
+        "wanRoundTrips": trips,
+        "expectedWanSeconds": expected,
+        "measuredWanSeconds": round(median([s.seconds for s in seen]) - no_wan, 3),
+        # When the front answered each request, after the first answer: what waited for what.
+        "log": [
+            f"{r['method']} {r['path']} -> {r['status']} "
+            f"+{(dt.datetime.fromisoformat(r['time']) - t0).total_seconds() * 1000:.0f} ms"
+            for r in last.records
+            if t0 is not None
+        ],
+        "runs": [
+            {"seconds": s.seconds, "requests": len(s.records), "connections": s.connections} for s in seen
+        ],
+    }
 
 
 @dataclass
@@ -168,13 +278,18 @@ class Bench:
         p = self.params
         self.upstream = up.start(self.swarm, self.workdir / "upstream", port=p.upstream_port)
         msr = (self.upstream.host, self.upstream.port)
+
         # The link the cache uses to reach MSR, and one with the same figures for
-        # a site that pulls from MSR without a cache. Both listen on this
-        # machine's bridge address: the cache node and the manager's engine
-        # reach it (this machine's loopback is not theirs), and the upstream's
-        # certificate names it, so TLS to MSR is still verified through a link.
-        self.wan_cache = WanLink((self.swarm.host_address, 0), msr, rtt_ms=p.rtt_ms, mbit=p.mbit)
-        self.wan_client = WanLink((self.swarm.host_address, 0), msr, rtt_ms=p.rtt_ms, mbit=p.mbit)
+        # the site's clients, who pull from MSR (with a cache or without: the
+        # manifests always come from MSR). Both listen on this machine's bridge
+        # address: the cache node and the manager's engine reach it (this
+        # machine's loopback is not theirs), and the upstream's certificate
+        # names it, so TLS to MSR is still verified through a link. Both charge
+        # TCP's handshake: Docker opens a connection per request.
+        def link() -> WanLink:
+            return WanLink((self.swarm.host_address, 0), msr, rtt_ms=p.rtt_ms, mbit=p.mbit, handshake=True)
+
+        self.wan_cache, self.wan_client = link(), link()
         self.wan_cache.start()
         self.wan_client.start()
         self.rehearsal = Rehearsal(self.client, "bench", log=lambda _m: None)
@@ -199,7 +314,15 @@ class Bench:
         stack = read_stack(ROOT / "stacks/Pulumi.dev.yaml")
         self.deployed = apply_and_serve(
             self.rehearsal, stack, self.upstream, self.workdir / "cache",
-            {"msrHost": self.wan_cache.listen_host, "msrPort": self.wan_cache.port, **(overrides or {})},
+            {
+                "msrHost": self.wan_cache.listen_host, "msrPort": self.wan_cache.port,
+                # MSR redirects a user's blob GETs to https://<cacheHost>:<cachePort>,
+                # which the site's engine (the manager's) must reach: dev's
+                # localhost is that node's own loopback, the cache node's
+                # address is where host mode publishes the cache.
+                "cacheHost": self.swarm.cache.address,
+                **(overrides or {}),
+            },
             log=lambda _m: None, swarm=self.swarm,
         )  # fmt: skip
         return self.deployed
@@ -208,9 +331,15 @@ class Bench:
         assert self.deployed is not None
         ca = str(self.upstream.ca_file)
         wan = (self.wan_client.listen_host, self.wan_client.port)
+        msr = (self.upstream.host, self.upstream.port)
+        # As MSR users: the admin chose no cache, the test user chose this one.
+        admin = self.upstream.credentials(self.upstream.admin_user)
+        tester = self.upstream.credentials(self.upstream.test_user)
         return {
-            "direct": Registry((self.upstream.host, self.upstream.port), self.upstream.host, ca, timeout=600),
-            "wan": Registry(wan, self.wan_client.listen_host, ca, timeout=600),
+            "direct": Registry(msr, self.upstream.host, ca, timeout=600, auth=admin),
+            "wan": Registry(wan, self.wan_client.listen_host, ca, timeout=600, auth=admin),
+            "wanUser": Registry(wan, self.wan_client.listen_host, ca, timeout=600, auth=tester),
+            "directUser": Registry(msr, self.upstream.host, ca, timeout=600, auth=tester),
             "cache": Registry(
                 self.deployed.address, self.deployed.server_name, str(self.deployed.ca_file), timeout=600
             ),
@@ -263,51 +392,72 @@ class Bench:
 
     def measure_pulls(self) -> None:
         p = self.params
-        api: dict[str, list[float]] = {k: [] for k in ("direct", "wan", "cacheCold", "cacheWarm")}
-        engine: dict[str, list[float]] = {k: [] for k in ("direct", "wan", "cacheCold", "cacheWarm")}
+        assert self.deployed is not None
+        exports = self.deployed.run.exports
+        cache_url, registration = exports["cacheUrl"], exports["registrationId"]
+        # The test user chooses the cache (MSR redirects that user's blob GETs to
+        # it); the admin chose none and gets every blob from MSR itself: the
+        # pulls without a cache are the admin's.
+        self.upstream.set_user_cache(self.upstream.test_user, registration)
+        self.log(f"  {self.upstream.test_user} chose the cache {cache_url} (registration {registration})")
+        api: dict[str, list[float]] = {k: [] for k in PULLS}
+        engine: dict[str, list[float]] = {k: [] for k in PULLS}
         cold_bytes: list[int] = []
         cold_gets: list[int] = []
+        warm: dict[str, list[Observed]] = {"api": [], "dockerPull": []}
         regs = self.registries()
-        assert self.deployed is not None
+        cache_for = cache_client(cache_url, self.deployed.address, str(self.deployed.ca_file))
+
+        def as_user(msr: Registry, repo: str, tag: str) -> float:
+            started = time.monotonic()
+            pulled = pull_as_user(msr, repo, tag, cache_for)
+            seconds = time.monotonic() - started
+            if pulled.from_msr:
+                raise RuntimeError(f"MSR served {repo}:{tag}'s blobs to {self.upstream.test_user} itself")
+            return seconds
+
         for i in range(p.runs):
+            tag = str(i)
             image = random_image(p.size_mb)
             layer_size = max(len(b) for b in image.blobs.values())
-            tag = str(i)
             up.push(self.upstream, "bench/api", tag, image)
             api["direct"].append(timed(lambda: regs["direct"].pull("bench/api", tag)))  # noqa: B023
             api["wan"].append(timed(lambda: regs["wan"].pull("bench/api", tag)))  # noqa: B023
             before_bytes = self.wan_cache.bytes_down
             before_gets = len(self.upstream.blob_gets())
-            api["cacheCold"].append(timed(lambda: regs["cache"].pull("bench/api", tag)))  # noqa: B023
-            wait_until_quiet(lambda: self.wan_cache.bytes_down)
+            api["userCold"].append(as_user(regs["wanUser"], "bench/api", tag))
+            self.settle()
             cold_bytes.append(self.wan_cache.bytes_down - before_bytes)
             cold_gets.append(len(self.upstream.blob_gets()) - before_gets)
+            seen = self.over_wan_client(lambda: as_user(regs["wanUser"], "bench/api", tag))  # noqa: B023
+            api["userWarm"].append(seen.seconds)
+            warm["api"].append(seen)
+            api["userWarmNoWan"].append(as_user(regs["directUser"], "bench/api", tag))
             api["cacheWarm"].append(timed(lambda: regs["cache"].pull("bench/api", tag)))  # noqa: B023
-            self.log(
-                f"  API pull {i + 1}: direct {api['direct'][-1]:.2f} s, WAN {api['wan'][-1]:.2f} s, "
-                f"cache cold {api['cacheCold'][-1]:.2f} s, warm {api['cacheWarm'][-1]:.2f} s; "
-                f"MSR sent {cold_bytes[-1] / layer_size:.2f}x the layer for the cold pull"
-            )
+            sent = cold_bytes[-1] / layer_size
+            self.log(f"  API pull {i + 1}: {timings(api)}; MSR sent the cache {sent:.2f}x the layer (cold)")
 
             image = random_image(p.size_mb)
-            up.push(self.upstream, "bench/pull", str(i), image)
+            up.push(self.upstream, "bench/pull", tag, image)
             # The manager's engine pulls (it treats the bridge's 10.77.0.0/24 as
             # insecure registries: it does not verify, the API pulls above do).
+            admin = self.upstream.credentials(self.upstream.admin_user)
+            tester = self.upstream.credentials(self.upstream.test_user)
+            msr = f"{self.upstream.host}:{self.upstream.port}/bench/pull"
+            over_wan = f"{self.wan_client.listen_host}:{self.wan_client.port}/bench/pull"
+            engine["direct"].append(self.docker_pull(msr, tag, admin))
+            engine["wan"].append(self.docker_pull(over_wan, tag, admin))
+            engine["userCold"].append(self.docker_pull(over_wan, tag, tester))
+            self.settle()
+            seen = self.over_wan_client(lambda: self.docker_pull(over_wan, tag, tester))  # noqa: B023
+            if msr_requests(seen.records)["blob"]:
+                raise RuntimeError(f"MSR served bench/pull:{tag}'s blobs to {self.upstream.test_user} itself")
+            engine["userWarm"].append(seen.seconds)
+            warm["dockerPull"].append(seen)
+            engine["userWarmNoWan"].append(self.docker_pull(msr, tag, tester))
             cache = f"{self.deployed.address[0]}:{self.deployed.address[1]}/bench/pull"
-            refs = {
-                "direct": f"{self.upstream.host}:{self.upstream.port}/bench/pull",
-                "wan": f"{self.wan_client.listen_host}:{self.wan_client.port}/bench/pull",
-                "cacheCold": cache,
-                "cacheWarm": cache,
-            }
-            for key, ref in refs.items():
-                engine[key].append(self.docker_pull(ref, str(i)))
-                if key == "cacheCold":
-                    wait_until_quiet(lambda: self.wan_cache.bytes_down)
-            self.log(
-                f"  docker pull {i + 1}: direct {engine['direct'][-1]:.2f} s, WAN {engine['wan'][-1]:.2f} s, "
-                f"cache cold {engine['cacheCold'][-1]:.2f} s, warm {engine['cacheWarm'][-1]:.2f} s"
-            )
+            engine["cacheWarm"].append(self.docker_pull(cache, tag))
+            self.log(f"  docker pull {i + 1}: {timings(engine)}; the warm one from MSR: {describe(seen)}")
         self.results["pulls"] = {
             "imageMiB": p.size_mb,
             "api": {k: median(v) for k, v in api.items()},
@@ -317,12 +467,47 @@ class Bench:
                 statistics.median(cold_bytes) / (p.size_mb * 1024 * 1024), 3
             ),
             "coldPullUpstreamBlobGets": int(statistics.median(cold_gets)),
+            "userPull": {
+                "user": self.upstream.test_user,
+                "cacheUrl": cache_url,
+                "warm": {
+                    kind: warm_summary(
+                        seen,
+                        p.rtt_ms,
+                        concurrent_blobs=kind == "dockerPull",
+                        tcp_handshake=self.wan_client.handshake,
+                        no_wan=median((api if kind == "api" else engine)["userWarmNoWan"]),
+                    )
+                    for kind, seen in warm.items()
+                },
+            },
             "runs": {"api": api, "dockerPull": engine, "coldBytes": cold_bytes, "coldGets": cold_gets},
         }
 
-    def docker_pull(self, repo: str, tag: str) -> float:
+    def settle(self) -> None:
+        """After a cold pull through the cache: until the cache has stored what it
+        fetched (the stand-in fetches a second copy while it streams the first),
+        so that the next pull finds a quiet WAN and a warm cache."""
+        self.upstream.wait_quiet(timeout=120)
+        wait_until_quiet(lambda: self.wan_cache.bytes_down)
+
+    def over_wan_client(self, pull: Callable[[], float]) -> Observed:
+        """`pull` (which returns its own time), and what it asked MSR for over `wan_client`."""
+        logged = len(self.upstream.front_log())
+        connections = self.wan_client.connections_accepted
+        seconds = pull()
+        return Observed(
+            round(seconds, 3),
+            self.upstream.front_log()[logged:],
+            self.wan_client.connections_accepted - connections,
+        )
+
+    def docker_pull(self, repo: str, tag: str, auth: tuple[str, str] | None = None) -> float:
+        """`docker pull repo:tag` by the manager's engine (as `auth`, user and password), then
+        the image removed, so that the next pull fetches every layer again."""
+        auth_config = {"username": auth[0], "password": auth[1]} if auth else None
         started = time.monotonic()
-        image = self.client.images.pull(repo, tag=tag)
+        image = self.client.images.pull(repo, tag=tag, auth_config=auth_config)
         seconds = time.monotonic() - started
         self.client.images.remove(image.id, force=True)
         return round(seconds, 3)

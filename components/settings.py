@@ -132,24 +132,7 @@ def _validate(
     # Cross-field checks run on whatever parts are valid, so one run lists
     # every problem, not only the field errors; they skip what is encrypted.
     problems.extend(cross_checks(valid_parts(values, settings, now), now, encrypted))
-    tls_raw = raw.get("tls")
-    if isinstance(tls_raw, Mapping):
-        for field in ("caKeyPem", "keyPem"):
-            if tls_raw.get(field) and "tls" not in secret_keys:
-                problems.append(
-                    Problem(
-                        f"tls.{field}",
-                        "is stored in plain text; expected a Pulumi secret: "
-                        f"pulumi config set --secret --path tls.{field} < key.pem",
-                    )
-                )
-    if raw.get("msrToken") and "msrToken" not in secret_keys:
-        problems.append(
-            Problem(
-                "msrToken",
-                "is stored in plain text; expected a Pulumi secret: pulumi config set --secret msrToken",
-            )
-        )
+    problems.extend(_plain_text_secrets(raw, secret_keys))
     problems.extend(_plain_text_credentials(raw, secret_keys))
     return settings, redacted(problems, raw, secret_keys)
 
@@ -197,6 +180,28 @@ def load_settings() -> Settings:
         return parse_settings(raw, secret_keys)
     except SettingsError as exc:
         raise pulumi.RunError(str(exc)) from None
+
+
+# Values that must be stored as Pulumi secrets, and the command that does it.
+_SECRET_VALUES = {
+    "tls.caKeyPem": "pulumi config set --secret --path tls.caKeyPem < key.pem",
+    "tls.keyPem": "pulumi config set --secret --path tls.keyPem < key.pem",
+    "msrToken": "pulumi config set --secret msrToken",
+}
+
+
+def _plain_text_secrets(raw: Mapping[str, Any], secret_keys: frozenset[str]) -> list[Problem]:
+    """A private key or the MSR token in plain text is refused: it would sit
+    unencrypted in the repository. The value is never quoted."""
+    problems = []
+    for path, command in _SECRET_VALUES.items():
+        top, _, field = path.partition(".")
+        value = raw.get(top)
+        if field:
+            value = value.get(field) if isinstance(value, Mapping) else None
+        if value and top not in secret_keys:
+            problems.append(Problem(path, f"is stored in plain text; expected a Pulumi secret: {command}"))
+    return problems
 
 
 def _plain_text_credentials(raw: Mapping[str, Any], secret_keys: frozenset[str]) -> list[Problem]:

@@ -28,7 +28,7 @@ from typing import Any
 from components.settings import is_ip
 from rehearsal import pki
 from rehearsal.upstream import Upstream
-from tools.stack_file import is_encrypted
+from tools.stack_file import holds_encrypted, is_encrypted
 
 
 @dataclass
@@ -92,7 +92,7 @@ def for_local_swarm(
     )
     notes.append(f"cacheNode -> {node}; publishMode -> host; image -> {image} (stand-in)")
     storage = config.get("storage")
-    if isinstance(storage, dict) and _holds_encrypted(storage):
+    if isinstance(storage, dict) and holds_encrypted(storage):
         # An encrypted driver option (a share's credentials) cannot be read, and
         # the share is not reachable from the local swarm: a local volume of the
         # same name stands in.
@@ -131,16 +131,6 @@ def for_local_swarm(
     # secret is the stand-in's token and the private key material put in.
     secret_keys = ("msrToken", "tls") if mode != "selfSigned" else ("msrToken",)
     return RehearsalConfig(config, secret_keys, client_ca, notes)
-
-
-def _holds_encrypted(value: Any) -> bool:
-    if is_encrypted(value):
-        return True
-    if isinstance(value, dict):
-        return any(_holds_encrypted(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_holds_encrypted(v) for v in value)
-    return False
 
 
 def _readable(tls: dict[str, Any], *fields: str) -> bool:

@@ -120,20 +120,26 @@ def is_encrypted(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"secure"}
 
 
+def _encrypted_in(prefix: str, value: Any) -> Iterator[str]:
+    """Dotted paths of the `secure:` values in `value`, below `prefix`."""
+    if is_encrypted(value):
+        yield prefix
+    elif isinstance(value, dict):
+        for key, child in value.items():
+            yield from _encrypted_in(f"{prefix}.{key}", child)
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            yield from _encrypted_in(f"{prefix}.{i}", child)
+
+
 def encrypted_paths(values: dict[str, Any]) -> frozenset[str]:
     """Dotted paths of the `secure:` values (`tls.keyPem`, `tls.dnsNames.0`)."""
+    return frozenset(path for key, value in values.items() for path in _encrypted_in(str(key), value))
 
-    def walk(prefix: str, value: Any) -> Iterator[str]:
-        if is_encrypted(value):
-            yield prefix
-        elif isinstance(value, dict):
-            for key, child in value.items():
-                yield from walk(f"{prefix}.{key}", child)
-        elif isinstance(value, list):
-            for i, child in enumerate(value):
-                yield from walk(f"{prefix}.{i}", child)
 
-    return frozenset(path for key, value in values.items() for path in walk(str(key), value))
+def holds_encrypted(value: Any) -> bool:
+    """Whether `value` is, or holds anywhere, a `secure:` value."""
+    return next(_encrypted_in("", value), None) is not None
 
 
 def problems(values: dict[str, Any]) -> list[Problem]:

@@ -62,7 +62,7 @@ from components.rules import CREDENTIAL_OPTION
 from components.settings import SettingsError
 from tools.redact import REDACT, install_excepthook, redact
 from tools.smoke import SmokeError, SmokeResult, smoke_check
-from tools.stack_file import StackFileError, problems, project_values, read_document
+from tools.stack_file import StackFileError, is_encrypted, problems, project_values, read_document
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL_URL = "https://www.pulumi.com/docs/install/"
@@ -165,10 +165,6 @@ class ConfigPlan:
         return [s.key for s in self.settings if s.value is None]
 
 
-def _is_secure(value: Any) -> bool:
-    return isinstance(value, Mapping) and list(value) == ["secure"]
-
-
 def _segment(name: Any, key: str) -> str:
     if not isinstance(name, str):
         raise ConfigError(f"{key}: has a non-string map key; copy this stack's config by hand")
@@ -201,7 +197,7 @@ def _scalar(value: Any, key: str, path: bool) -> str:
 
 def _leaves(key: str, value: Any, path: bool, in_list: bool, notes: list[str]) -> Iterator[Setting]:
     """Settings that rebuild `value` under `key` (a full key, a path below it when `path`)."""
-    if _is_secure(value):
+    if is_encrypted(value):
         if in_list:
             raise ConfigError(
                 f"{key}: an encrypted value inside a list cannot be copied item by item; "
@@ -298,7 +294,7 @@ def plan_config(
         notes.append(f"not copied (other namespaces): {', '.join(sorted(ignored))}")
 
     tls = config.get(ns + "tls", config.get("tls"))
-    if _is_secure(tls):
+    if is_encrypted(tls):
         tls_mode = "unknown"
     elif isinstance(tls, Mapping):
         mode = tls.get("mode", "selfSigned")

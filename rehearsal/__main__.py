@@ -41,7 +41,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from rehearsal.localswarm import LocalSwarm, SwarmUnavailable
-from tools.redact import REDACT, install_excepthook, redact
+from tools.redact import install_excepthook, redact
 
 ROOT = Path(__file__).resolve().parents[1]
 # One rehearsal at a time; REHEARSAL_DIR lets the tests use their own.
@@ -392,19 +392,14 @@ def _registration_credentials(rehearsal: Any, stand_in_dir: Path) -> None:
     registration: it is dropped from the state."""
     from rehearsal import upstream as up_
 
-    try:
-        users = json.loads((stand_in_dir / up_.FRONT_CONFIG).read_text())["users"]
-        admin = next(u for u in users if u.get("admin"))
-    except (OSError, ValueError, KeyError, StopIteration):
-        admin = None
+    admin = up_.admin_of(stand_in_dir)
     kept = []
     for r in rehearsal.state.resources:
         if r.typ.endswith(":Registration") and "token" not in r.created.outputs:
             if admin is None:
                 say(f"rehearse: the MSR stand-in is gone, and registration {r.created.id} with it")
                 continue
-            REDACT.add(admin["password"])
-            r.created.outputs |= {"user": admin["name"], "token": admin["password"]}
+            r.created.outputs |= {"user": admin[0], "token": admin[1]}
             r.created.secret_outputs.add("token")
         kept.append(r)
     rehearsal.state.resources = kept

@@ -355,6 +355,19 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def admin_of(workdir: Path) -> tuple[str, str] | None:
+    """(user, password) of the admin of the stand-in whose files are in
+    `workdir`, from its front's config; None when there is none (stopped and
+    removed). For a later process: `make rehearse-down` of a kept rehearsal."""
+    try:
+        users = json.loads((workdir / FRONT_CONFIG).read_text())["users"]
+        admin = next(u for u in users if u.get("admin"))
+    except (OSError, ValueError, KeyError, StopIteration):
+        return None
+    REDACT.add(admin["password"])
+    return admin["name"], admin["password"]
+
+
 def _read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())

@@ -17,6 +17,7 @@ import yaml
 from rehearsal import pki
 from rehearsal.engine import ROOT
 from rehearsal.localswarm import LocalSwarm
+from rehearsal.upstream import admin_of
 from tools.smoke import handshake
 
 pytestmark = pytest.mark.docker
@@ -67,11 +68,9 @@ def test_rehearse_keep_report_then_down(
     assert "PRIVATE KEY" not in state
     # Registered with the kept MSR stand-in, whose token is in no state file.
     stand_in = tmp_path / "state/dev/upstream"
-    admin = next(u for u in json.loads((stand_in / "front.json").read_text())["users"] if u.get("admin"))
-    assert admin["password"] not in state
-    listed = requests.get(
-        report["msrApi"], auth=(admin["name"], admin["password"]), verify=str(stand_in / "ca.pem"), timeout=10
-    ).json()
+    admin = admin_of(stand_in)
+    assert admin is not None and admin[1] not in state
+    listed = requests.get(report["msrApi"], auth=admin, verify=str(stand_in / "ca.pem"), timeout=10).json()
     assert [(r["id"], r["host"]) for r in listed] == [(report["registrationId"], report["cacheUrl"])]
 
     again = rehearse(tmp_path, "up", "--stack", "dev")

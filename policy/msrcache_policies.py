@@ -17,8 +17,10 @@ What a resource policy sees (pulumi-policy 1.21, ``policy.py`` ``Analyze`` and
 - Secret values arrive **decrypted and unmarked**: ``Analyze`` deserializes with
   ``proxy_secrets=False``, which drops the secret wrapper. So the ``data`` of the
   Swarm secret that holds ``config.yml`` (base64, secret because of ``http.secret``)
-  is readable here whenever it is known; the TLS and blob-TTL policies read it.
-  Messages echo only the TLS paths and ``blobttl``, never other parts of ``config.yml``.
+  is readable here whenever it is known; the TLS, blob-TTL and shared-storage policies
+  read it. Messages echo only the TLS paths, ``blobttl``, ``storage.delete.enabled`` and
+  the names of the storage drivers, never other parts of ``config.yml`` (bucket names,
+  keys and passwords stay out of them).
 
 Limitation of the secret policy (``secret-inputs-marked-secret``): a policy cannot see
 whether an input value was passed as a secret. pulumi-policy strips the marker before
@@ -44,6 +46,21 @@ whose data decodes to a YAML mapping is ``config.yml``. A
 ``docker:index/serviceConfig:ServiceConfig`` is read as ``config.yml`` too (the program
 made one before it moved ``config.yml`` to a secret); one whose data is not base64 YAML
 is reported, and a service that mounts its ``config.yml`` from a config is refused.
+
+One policy needs two resources at once: ``replicas-need-shared-storage``. Several tasks
+share their layers either through a shared volume at /var/lib/registry (on the service)
+or through object storage (s3, azure, gcs, swift, oss: the ``storage:`` section of
+``config.yml``, on the Swarm secret, with no mount at all), so it is a *stack* policy
+(``StackValidationPolicy``): it sees every resource's outputs, decrypted as above
+(``AnalyzeStack`` deserializes the same way), and finds a service's ``config.yml`` among
+the resources the service depends on and the secret named by the mount at its
+entrypoint's path, keeping only that name when it is known (so with several caches in a
+stack each service is judged by its own file). A stack policy runs once all resources
+are registered: at the end of ``pulumi preview`` (and of the preview ``pulumi up`` runs
+first), and at the end of the update itself, when the resources are already made. A
+violation found only then (a new stack's ``config.yml`` is unknown in its first
+preview, as ``http.secret`` is generated) fails the update after the fact; ``pulumi up
+--skip-preview`` has no preview to stop it earlier.
 """
 
 from __future__ import annotations
@@ -58,10 +75,13 @@ from typing import Any, Final
 import yaml
 from pulumi_policy import (
     EnforcementLevel,
+    Policy,
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
     Secret,
+    StackValidationArgs,
+    StackValidationPolicy,
 )
 from pulumi_policy.proxy import (
     UNKNOWN_ARCHIVE_VALUE,
@@ -105,6 +125,13 @@ SECRET_PROPERTIES: Final[Mapping[str, tuple[str, ...]]] = {
 
 # Volume driver options that make a `local` volume a network mount, shared by nodes.
 SHARED_LOCAL_TYPES: Final = frozenset({"nfs", "nfs4", "cifs"})
+
+# config.yml storage drivers that keep layers in object storage every task reaches
+# (Distribution's drivers; `s3aws` is the s3 driver's other registered name).
+OBJECT_STORAGE_DRIVERS: Final = frozenset({"s3", "s3aws", "azure", "gcs", "swift", "oss"})
+# The keys of config.yml's `storage:` that are options, not drivers (Distribution's
+# configuration.Storage: exactly one other key names the driver).
+STORAGE_OPTIONS: Final = frozenset({"delete", "redirect", "cache", "maintenance", "tag"})
 
 
 # ---------------------------------------------------------------------------
@@ -279,6 +306,18 @@ def _secret_file(file_name: str) -> str:
     return file_name[len(prefix) :] if file_name.startswith(prefix) else file_name
 
 
+def _entrypoint_config(container: Mapping[str, Any]) -> str | _Unknown:
+    """Where the entrypoint reads config.yml: its last argument when that is a path,
+    else CONFIG_PATH; UNKNOWN when the commands are not known."""
+    commands = container.get("commands")
+    if commands is None:
+        return CONFIG_PATH
+    if not isinstance(commands, list) or UNKNOWN in commands:
+        return UNKNOWN
+    last = commands[-1] if commands else None
+    return last if isinstance(last, str) and last.startswith("/") else CONFIG_PATH
+
+
 def check_tls_configured(
     resource_type: str, name: str, props: Mapping[str, Any], secret_outputs: Collection[str] = ()
 ) -> list[str]:
@@ -314,12 +353,8 @@ def _service_tls(resource_type: str, name: str, props: Mapping[str, Any]) -> lis
 
     # config.yml: where the entrypoint reads it (its last argument), as a secret.
     configs = _known_list(container.get("configs"))
-    commands = container.get("commands")
-    wanted = CONFIG_PATH
-    if isinstance(commands, list) and commands and isinstance(commands[-1], str):
-        wanted = commands[-1] if commands[-1].startswith("/") else wanted
-    known = commands is None or (isinstance(commands, list) and UNKNOWN not in commands)
-    if known and configs is not None and secrets is not None:
+    wanted = _entrypoint_config(container)
+    if isinstance(wanted, str) and configs is not None and secrets is not None:
         config_targets = [_get(c, "fileName") for c in configs]
         secret_targets = [_get(s, "fileName") for s in secrets]
         if UNKNOWN not in config_targets + secret_targets:
@@ -369,10 +404,20 @@ _LABEL_CONSTRAINT_RE: Final = re.compile(
 )
 
 
+def _replicas(props: Mapping[str, Any]) -> int | None:
+    """The replicated service's task count; None when not replicated or not known."""
+    replicas = _get(props, "mode", "replicated", "replicas")
+    if isinstance(replicas, (int, float)) and not isinstance(replicas, bool):
+        return int(replicas)
+    return None
+
+
 def check_placement_and_restart(
     resource_type: str, name: str, props: Mapping[str, Any], secret_outputs: Collection[str] = ()
 ) -> list[str]:
-    """Placed by a `node.labels.<label> == true` constraint; restarted on failure."""
+    """Placed by a `node.labels.<label> == true` constraint (the label may be a cache's
+    own, e.g. node.labels.dtr.cache.asia); several replicas at most one per node
+    (placement.maxReplicas 1); restarted on failure."""
     if resource_type != SERVICE:
         return []
     what = _what(resource_type, name)
@@ -389,6 +434,17 @@ def check_placement_and_restart(
             f"{what}: taskSpec.placement.constraints ({shown}) select no labelled node; "
             "expected a constraint of the form 'node.labels.<label> == true', e.g. "
             "node.labels.dtr.cache == true"
+        )
+    replicas = _replicas(props)
+    per_node = _get(props, "taskSpec", "placement", "maxReplicas")
+    if replicas is not None and replicas > 1 and per_node is not UNKNOWN and per_node != 1:
+        got = "not set (Swarm's default 0 is no limit)" if per_node is None else f"{per_node!r}"
+        if isinstance(per_node, (int, float)) and not isinstance(per_node, bool):
+            got = f"{int(per_node)}" + (" (no limit)" if per_node == 0 else "")
+        problems.append(
+            f"{what}: runs {replicas} replicas with taskSpec.placement.maxReplicas {got}, so Swarm "
+            "may put two on one node: that node's loss stops both, and with a host-mode port the "
+            "second cannot start; expected maxReplicas: 1 (at most one task per labelled node)"
         )
     condition = _get(props, "taskSpec", "restartPolicy", "condition")
     if condition is not UNKNOWN and condition != "on-failure":
@@ -431,7 +487,9 @@ def check_secrets_marked(
 def check_blob_ttl(
     resource_type: str, name: str, props: Mapping[str, Any], secret_outputs: Collection[str] = ()
 ) -> list[str]:
-    """config.yml's downstream middleware has options.blobttl from 1h to 720h."""
+    """config.yml's downstream middleware has options.blobttl from 1h to 720h, and
+    storage.delete.enabled is true (the cache expires layers by deleting them), whatever
+    the storage driver."""
     config = _config_yml(resource_type, props)
     if config is None:
         return []
@@ -443,12 +501,12 @@ def check_blob_ttl(
     form = rules.BLOB_TTL_FORM
     registry = _get(config.document, "middleware", "registry")
     entries = [e for e in registry or [] if isinstance(e, Mapping) and e.get("name") == "downstream"]
+    problems = _delete_enabled(what, config.document)
     if not entries:
-        return [
+        problems.append(
             f"{what} has no downstream middleware (middleware.registry entry named downstream); "
             f"expected it, with options.blobttl {form}"
-        ]
-    problems = []
+        )
     for entry in entries:
         ttl = _get(entry, "options", "blobttl")
         if ttl is None:
@@ -460,6 +518,18 @@ def check_blob_ttl(
         if problem:
             problems.append(f"{what} downstream options.blobttl {ttl!r} {problem}")
     return problems
+
+
+def _delete_enabled(what: str, document: Mapping[str, Any]) -> list[str]:
+    enabled = _get(document, "storage", "delete", "enabled")
+    if enabled is True:
+        return []
+    got = "not set (Distribution's default is false)" if enabled is None else f"{enabled!r}"
+    return [
+        f"{what} storage.delete.enabled is {got}, so the cache cannot delete the layers blobttl "
+        "expires; expected storage.delete.enabled: true (with any storage driver: filesystem, "
+        "s3, azure, gcs, swift or oss)"
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -491,17 +561,81 @@ def _is_shared(mount: Mapping[str, Any]) -> bool | None:
     return isinstance(fs_type, str) and fs_type.lower() in SHARED_LOCAL_TYPES
 
 
-def check_replicas_shared_storage(
-    resource_type: str, name: str, props: Mapping[str, Any], secret_outputs: Collection[str] = ()
-) -> list[str]:
-    """More than one task (replicas > 1, or global mode) needs /var/lib/registry on a shared volume."""
-    if resource_type != SERVICE:
+@dataclass(frozen=True)
+class StackResource:
+    """One resource as a stack policy sees it: its outputs, plain(), and the URNs of the
+    resources it depends on."""
+
+    resource_type: str
+    name: str
+    urn: str
+    props: Mapping[str, Any]
+    dependencies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StackViolation:
+    urn: str
+    message: str
+
+
+def _storage_drivers(document: Mapping[str, Any]) -> list[str]:
+    """The storage drivers config.yml names (Distribution wants exactly one)."""
+    storage = document.get("storage")
+    if not isinstance(storage, Mapping):
         return []
-    replicas = _get(props, "mode", "replicated", "replicas")
-    is_global = _get(props, "mode", "global")
-    if isinstance(replicas, (int, float)) and not isinstance(replicas, bool) and replicas > 1:
-        tasks = f"runs {int(replicas)} replicas"
-    elif is_global is True:
+    return sorted(str(key) for key in storage if key not in STORAGE_OPTIONS)
+
+
+def _config_document(props: Mapping[str, Any]) -> Mapping[str, Any] | _Unknown | None:
+    """config.yml held by a Swarm secret or ServiceConfig: UNKNOWN while its data is not
+    known, None when it holds no YAML mapping (a PEM, or unreadable)."""
+    config = _read_config(props)
+    if config.document is not None:
+        return config.document
+    if config.problem is None and (props.get("data") is UNKNOWN or props.get("dataRaw") is UNKNOWN):
+        return UNKNOWN
+    return None
+
+
+def _configs_of(service: StackResource, by_urn: Mapping[str, StackResource]) -> list[Any] | _Unknown:
+    """The config.yml documents `service` may read: the Swarm secrets (or configs) it
+    depends on or that have the name it mounts at its entrypoint's path, narrowed to that
+    name when it is known. UNKNOWN when one of them is not known yet."""
+    container = _get(service.props, "taskSpec", "containerSpec")
+    container = container if isinstance(container, Mapping) else {}
+    path = _entrypoint_config(container)
+    mounted = [
+        (_get(m, "fileName"), _get(m, kind))
+        for field, kind in (("secrets", "secretName"), ("configs", "configName"))
+        for m in _known_list(container.get(field)) or []
+    ]
+    # The name mounted there, when every mount is known; else any config.yml it depends on.
+    known = path is not UNKNOWN and all(UNKNOWN not in pair for pair in mounted)
+    wanted = {n for f, n in mounted if f == path and isinstance(n, str)} if known else set()
+    linked = [by_urn[u] for u in service.dependencies if u in by_urn]
+    named = [r for r in by_urn.values() if isinstance(r.props.get("name"), str) and r.props["name"] in wanted]
+    documents: list[Any] = []
+    for resource in {r.urn: r for r in [*linked, *named]}.values():
+        if resource.resource_type not in (SWARM_SECRET, SERVICE_CONFIG):
+            continue
+        name = resource.props.get("name")
+        if wanted and isinstance(name, str) and name not in wanted:
+            continue  # another cache's config.yml, or a PEM
+        document = _config_document(resource.props)
+        if document is UNKNOWN:
+            return UNKNOWN
+        if document is not None:
+            documents.append(document)
+    return documents
+
+
+def _replicas_storage(service: StackResource, by_urn: Mapping[str, StackResource]) -> list[str]:
+    props = service.props
+    replicas = _replicas(props)
+    if replicas is not None and replicas > 1:
+        tasks = f"runs {replicas} replicas"
+    elif _get(props, "mode", "global") is True:
         tasks = "runs in global mode (one task per matching node)"
     else:
         return []
@@ -512,12 +646,37 @@ def check_replicas_shared_storage(
     shared = [_is_shared(m) for m in storage]
     if None in shared or any(shared):
         return []
+    documents = _configs_of(service, by_urn)
+    if isinstance(documents, _Unknown):
+        return []
+    drivers = [_storage_drivers(d) for d in documents]
+    if any(len(d) == 1 and d[0] in OBJECT_STORAGE_DRIVERS for d in drivers):
+        return []
     found = "a mount that is not shared (no volume, or the local driver)" if storage else "no mount"
+    if not drivers:
+        in_config = "no config.yml of its own in this stack to show object storage"
+    else:
+        named = sorted({", ".join(d) or "no storage driver" for d in drivers})
+        in_config = f"config.yml storage {' / '.join(named)}, not object storage"
     return [
-        f"{_what(resource_type, name)}: {tasks} but has {found} at {STORAGE_ROOT}, so each task keeps "
-        "its own cache and uploads started on one task fail on another; expected a mount with "
-        f"target {STORAGE_ROOT}, type volume and volumeOptions.driverName of a shared driver (not local, "
+        f"{_what(service.resource_type, service.name)}: {tasks} but has {found} at {STORAGE_ROOT} and "
+        f"{in_config}, so each task keeps its own cache and uploads started on one task fail on "
+        "another; expected object storage every task shares (config.yml storage: s3, azure, gcs, "
+        "swift or oss; msr-cache:storage.mode s3, azure, gcs or swift), or a mount with target "
+        f"{STORAGE_ROOT}, type volume and volumeOptions.driverName of a shared driver (not local, "
         "unless driverOptions.type is nfs, nfs4 or cifs), or replicas: 1"
+    ]
+
+
+def check_replicas_shared_storage(resources: Sequence[StackResource]) -> list[StackViolation]:
+    """More than one task (replicas > 1, or global mode) needs shared storage: object
+    storage in the service's config.yml, or /var/lib/registry on a shared volume."""
+    by_urn = {r.urn: r for r in resources}
+    return [
+        StackViolation(service.urn, message)
+        for service in resources
+        if service.resource_type == SERVICE
+        for message in _replicas_storage(service, by_urn)
     ]
 
 
@@ -594,9 +753,24 @@ SPECS: Final[tuple[PolicySpec, ...]] = (
         "(earlyRenewalHours from 1 to below half its validity).",
         check_certificate_renewed,
     ),
-    PolicySpec(
+)
+
+
+StackCheck = Callable[[Sequence[StackResource]], list[StackViolation]]
+
+
+@dataclass(frozen=True)
+class StackPolicySpec:
+    name: str
+    description: str
+    check: StackCheck
+
+
+STACK_SPECS: Final[tuple[StackPolicySpec, ...]] = (
+    StackPolicySpec(
         "replicas-need-shared-storage",
-        "More than one cache task only with /var/lib/registry on a shared (non-local) volume.",
+        "More than one cache task only with shared storage: object storage (s3, azure, gcs, "
+        "swift, oss) in its config.yml, or /var/lib/registry on a shared (non-local) volume.",
         check_replicas_shared_storage,
     ),
 )
@@ -629,4 +803,36 @@ def resource_policy(spec: PolicySpec) -> ResourceValidationPolicy:
     )
 
 
-POLICIES: Final[list[ResourceValidationPolicy]] = [resource_policy(spec) for spec in SPECS]
+def check_stack(resources: Sequence[StackResource]) -> dict[str, list[StackViolation]]:
+    """Every stack policy's violations, by policy name (empty lists omitted)."""
+    found = {spec.name: spec.check(resources) for spec in STACK_SPECS}
+    return {policy: violations for policy, violations in found.items() if violations}
+
+
+def _stack_validator(check: StackCheck) -> Callable[[StackValidationArgs, ReportViolation], None]:
+    def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+        resources = [
+            StackResource(
+                r.resource_type, r.name, r.urn, plain(r.props), tuple(d.urn for d in r.dependencies)
+            )
+            for r in args.resources
+        ]
+        for violation in check(resources):
+            report_violation(violation.message, violation.urn)
+
+    return validate
+
+
+def stack_policy(spec: StackPolicySpec) -> StackValidationPolicy:
+    return StackValidationPolicy(
+        name=spec.name,
+        description=spec.description,
+        validate=_stack_validator(spec.check),
+        enforcement_level=EnforcementLevel.MANDATORY,
+    )
+
+
+POLICIES: Final[list[Policy]] = [
+    *(resource_policy(spec) for spec in SPECS),
+    *(stack_policy(spec) for spec in STACK_SPECS),
+]

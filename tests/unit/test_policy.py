@@ -1,10 +1,12 @@
 """The policy pack in policy/: each policy alone, the real program under all of them, the pack.
 
 Three levels:
-- the pure check functions on tables of good and bad resources (and unknown values);
+- the pure check functions on tables of good and bad resources (and unknown values); the
+  stack policy (replicas-need-shared-storage) on small stacks of a service and its config.yml;
 - the real __main__.py under the mocks, every registered resource through every policy,
   both directly and through pulumi-policy's own analyzer servicer fed the request the
-  engine would send (wire-format props with secret wrappers, additionalSecretOutputs);
+  engine would send (wire-format props with secret wrappers, additionalSecretOutputs; for
+  the stack policy, every resource's outputs with its dependencies);
 - policy/__main__.py run as the CLI runs it, with PolicyPack's gRPC server replaced.
 
 The servicer (`_PolicyAnalyzerServicer`) and the module attributes patched in the last
@@ -18,7 +20,7 @@ import base64
 import copy
 import runpy
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -39,7 +41,7 @@ from rehearsal import pki
 from rehearsal.engine import Run, run_program, secret
 
 POLICY_DIR = Path(mp.__file__).resolve().parent
-POLICY_NAMES = [spec.name for spec in mp.SPECS]
+POLICY_NAMES = [spec.name for spec in mp.SPECS] + [spec.name for spec in mp.STACK_SPECS]
 CONFIG_YML_SECRET = "msr-cache-files-config-yml"
 
 # --- building resources ------------------------------------------------------------
@@ -186,6 +188,14 @@ def test_image_pinned_rejects(image: Any, fragment: str) -> None:
                 [*GOOD_SERVICE["taskSpec"]["containerSpec"]["secrets"], {"fileName": "dtr.cert.pem"}],
             ),
         ),
+        (
+            mp.SERVICE,
+            changed(
+                GOOD_SERVICE,
+                "taskSpec.containerSpec.secrets",
+                [*GOOD_SERVICE["taskSpec"]["containerSpec"]["secrets"], {"fileName": "upstream.cert.pem"}],
+            ),
+        ),
         (mp.SWARM_SECRET, config_props(config_yml())),
         (mp.SWARM_SECRET, config_props(pki.make_ca("A PEM, not config.yml").cert_pem)),
         (mp.SERVICE_CONFIG, config_props(config_yml())),
@@ -195,6 +205,7 @@ def test_image_pinned_rejects(image: Any, fragment: str) -> None:
         "service",
         "absolute-secret-path",
         "with-msr-ca",
+        "with-parent-cache-cert",
         "config-yml-secret",
         "pem-secret",
         "service-config",
@@ -278,6 +289,15 @@ def test_tls_configured_rejects(typ: str, props: dict[str, Any], fragment: str) 
     assert_rejected(check(mp.check_tls_configured, typ, props), typ, fragment)
 
 
+def test_a_chained_caches_config_yml_trusting_its_parents_certificate_is_accepted() -> None:
+    """A child cache's downstream middleware lists the parent's URL and certificate."""
+    document = config_yml()
+    options = document["middleware"]["registry"][0]["options"]
+    options["upstreams"] = ["https://cache-asia.example.com:443"]
+    options["cas"] = ["/run/secrets/upstream.cert.pem"]
+    assert mp.check_all(mp.SWARM_SECRET, "res", mp.plain(config_props(document)), {"data"}) == {}
+
+
 # --- 3. placement and restart ------------------------------------------------------
 
 
@@ -287,6 +307,8 @@ def test_tls_configured_rejects(typ: str, props: dict[str, Any], fragment: str) 
         ["node.labels.dtr.cache == true"],
         ["node.labels.msr.cache==true"],
         ["node.role == worker", "node.labels.dtr.cache == true"],
+        ["node.labels.dtr.cache.asia == true"],  # a cache's own label, <nodeLabel>.<cacheName>
+        ["node.labels.dtr.cache.eu-west_2 == true"],
     ],
 )
 def test_placement_and_restart_accepts(constraints: list[str]) -> None:
@@ -309,6 +331,35 @@ def test_placement_and_restart_accepts(constraints: list[str]) -> None:
 def test_placement_and_restart_rejects(path: str, value: Any, fragment: str) -> None:
     props = changed(GOOD_SERVICE, path, value)
     assert_rejected(check(mp.check_placement_and_restart, mp.SERVICE, props), mp.SERVICE, fragment)
+
+
+def spread(replicas: float, max_replicas: Any) -> dict[str, Any]:
+    props = changed(GOOD_SERVICE, "mode.replicated.replicas", replicas)
+    return props if max_replicas is DELETE else changed(props, "taskSpec.placement.maxReplicas", max_replicas)
+
+
+def test_several_replicas_at_most_one_per_node_are_accepted() -> None:
+    assert check(mp.check_placement_and_restart, mp.SERVICE, spread(3.0, 1.0)) == []
+
+
+@pytest.mark.parametrize(
+    ("max_replicas", "fragment"),
+    [(DELETE, "maxReplicas not set"), (0.0, "maxReplicas 0 (no limit)"), (2.0, "maxReplicas 2")],
+    ids=["unset", "no-limit", "two"],
+)
+def test_several_replicas_that_may_share_a_node_are_refused(max_replicas: Any, fragment: str) -> None:
+    messages = check(mp.check_placement_and_restart, mp.SERVICE, spread(2.0, max_replicas))
+    assert_rejected(messages, mp.SERVICE, fragment)
+    assert "expected maxReplicas: 1" in messages[0]
+
+
+def test_one_replica_needs_no_per_node_limit() -> None:
+    assert check(mp.check_placement_and_restart, mp.SERVICE, spread(1.0, DELETE)) == []
+
+
+def test_global_mode_needs_no_per_node_limit() -> None:
+    props = changed(GOOD_SERVICE, "mode", {"global": True})
+    assert check(mp.check_placement_and_restart, mp.SERVICE, props) == []
 
 
 # --- 4. secret-bearing properties marked secret -----------------------------------
@@ -383,12 +434,109 @@ def test_blob_ttl_is_read_from_a_service_config_too() -> None:
     assert_rejected(messages, mp.SERVICE_CONFIG, "shorter than 1h")
 
 
-# --- 6. replicas > 1 only with shared storage --------------------------------------
+# Distribution's object-storage drivers with the keys the issue names (credentials made up).
+OBJECT_STORAGE: dict[str, dict[str, Any]] = {
+    "s3": {"bucket": "b", "region": "us-east-1", "accesskey": "AKIAEXAMPLE", "secretkey": "s3-secret-key"},
+    "s3-iam-role": {"bucket": "b", "region": "us-east-1"},
+    "s3aws": {"bucket": "b", "region": "us-east-1"},
+    "azure": {"accountname": "acct", "accountkey": "azure-account-key", "container": "c"},
+    "gcs": {"bucket": "b", "keyfile": "/run/secrets/gcs.json"},
+    "swift": {"username": "u", "password": "swift-password", "authurl": "https://k", "container": "c"},
+    "oss": {"accesskeyid": "id", "accesskeysecret": "oss-secret", "region": "oss-cn-beijing", "bucket": "b"},
+}
+
+
+def storage_config(driver: str, delete: Any = True) -> dict[str, Any]:
+    """config.yml with `driver` (an OBJECT_STORAGE id, or filesystem) as the program renders it."""
+    name = driver.split("-")[0]
+    parameters = (
+        {"rootdirectory": registry_config.STORAGE_ROOT} if name == "filesystem" else OBJECT_STORAGE[driver]
+    )
+    storage: dict[str, Any] = {"redirect": {"disable": True}, name: parameters}
+    if delete is not DELETE:
+        storage["delete"] = {"enabled": delete}
+    return config_yml(storage=storage)
+
+
+@pytest.mark.parametrize("driver", ["filesystem", *OBJECT_STORAGE])
+def test_blob_ttl_accepts_deletes_enabled_with_any_storage_driver(driver: str) -> None:
+    assert check(mp.check_blob_ttl, mp.SWARM_SECRET, config_props(storage_config(driver))) == []
+
+
+@pytest.mark.parametrize(
+    ("delete", "fragment"),
+    [(False, "enabled is False"), ("true", "enabled is 'true'"), (DELETE, "enabled is not set")],
+    ids=["false", "a-string", "unset"],
+)
+@pytest.mark.parametrize("driver", ["filesystem", "s3"])
+def test_blob_ttl_refuses_deletes_disabled_with_any_storage_driver(
+    driver: str, delete: Any, fragment: str
+) -> None:
+    messages = check(mp.check_blob_ttl, mp.SWARM_SECRET, config_props(storage_config(driver, delete)))
+    assert_rejected(messages, mp.SWARM_SECRET, f"storage.delete.{fragment}")
+
+
+# --- 6. replicas > 1 only with shared storage (a stack policy) ---------------------
+
+SERVICE_URN = "urn:pulumi:dev::msr-cache::docker:index/service:Service::res"
+CONFIG_URN = "urn:pulumi:dev::msr-cache::docker:index/secret:Secret::cfg"
 
 
 def replicated(replicas: float, mounts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     props = changed(GOOD_SERVICE, "mode.replicated.replicas", replicas)
     return changed(props, "taskSpec.containerSpec.mounts", mounts) if mounts is not None else props
+
+
+def stack_of(
+    service: dict[str, Any], config: dict[str, Any] | None, *, depends: bool = True
+) -> list[mp.StackResource]:
+    """`service` (GOOD_SERVICE mounts secret 'cfg' at /config.yml) and, unless None, the
+    Swarm secret named 'cfg' holding `config` (props), as a stack policy gets them."""
+    resources = [
+        mp.StackResource(mp.SERVICE, "res", SERVICE_URN, mp.plain(service), (CONFIG_URN,) if depends else ())
+    ]
+    if config is not None:
+        resources.append(
+            mp.StackResource(mp.SWARM_SECRET, "cfg", CONFIG_URN, mp.plain({"name": "cfg", **config}))
+        )
+    return resources
+
+
+def storage_check(resources: list[mp.StackResource]) -> list[str]:
+    """The policy's messages, each reported on the service."""
+    violations = mp.check_replicas_shared_storage(resources)
+    assert {v.urn for v in violations} <= {SERVICE_URN}, violations
+    return [v.message for v in violations]
+
+
+FILESYSTEM = config_props(config_yml())  # the program's own config.yml: filesystem storage
+
+
+@pytest.mark.parametrize("driver", sorted(OBJECT_STORAGE))
+def test_replicas_on_object_storage_are_accepted(driver: str) -> None:
+    """No mount at /var/lib/registry: every task reads and writes the bucket."""
+    resources = stack_of(replicated(2.0), config_props(storage_config(driver)))
+    assert storage_check(resources) == []
+
+
+def test_global_mode_on_object_storage_is_accepted() -> None:
+    service = changed(GOOD_SERVICE, "mode", {"global": True})
+    assert storage_check(stack_of(service, config_props(storage_config("s3")))) == []
+
+
+def test_filesystem_storage_with_two_replicas_is_refused() -> None:
+    messages = storage_check(stack_of(replicated(2.0), FILESYSTEM))
+    assert_rejected(messages, mp.SERVICE, "runs 2 replicas but has no mount at /var/lib/registry")
+    assert "config.yml storage filesystem, not object storage" in messages[0]
+
+
+def test_the_refusal_offers_object_storage() -> None:
+    (message,) = storage_check(stack_of(replicated(2.0), FILESYSTEM))
+    assert (
+        "expected object storage every task shares (config.yml storage: s3, azure, gcs, swift or oss"
+        in message
+    )
+    assert "msr-cache:storage.mode s3, azure, gcs or swift" in message
 
 
 @pytest.mark.parametrize(
@@ -412,8 +560,8 @@ def replicated(replicas: float, mounts: list[dict[str, Any]] | None = None) -> d
     ],
     ids=["one", "one-local", "three-shared-driver", "local-nfs", "trailing-slash", "global-shared"],
 )
-def test_replicas_shared_storage_accepts(props: dict[str, Any]) -> None:
-    assert check(mp.check_replicas_shared_storage, mp.SERVICE, props) == []
+def test_filesystem_storage_on_a_shared_volume_is_accepted(props: dict[str, Any]) -> None:
+    assert storage_check(stack_of(props, FILESYSTEM)) == []
 
 
 @pytest.mark.parametrize(
@@ -428,8 +576,98 @@ def test_replicas_shared_storage_accepts(props: dict[str, Any]) -> None:
     ],
     ids=["no-mount", "local", "default-driver", "bind", "elsewhere", "global"],
 )
-def test_replicas_shared_storage_rejects(props: dict[str, Any], fragment: str) -> None:
-    assert_rejected(check(mp.check_replicas_shared_storage, mp.SERVICE, props), mp.SERVICE, fragment)
+def test_filesystem_storage_without_a_shared_volume_is_refused(props: dict[str, Any], fragment: str) -> None:
+    assert_rejected(storage_check(stack_of(props, FILESYSTEM)), mp.SERVICE, fragment)
+
+
+@pytest.mark.parametrize(
+    ("storage", "fragment"),
+    [
+        ({"delete": {"enabled": True}, "inmemory": None}, "config.yml storage inmemory, not object storage"),
+        (
+            {"filesystem": {"rootdirectory": "/x"}, "s3": OBJECT_STORAGE["s3"]},
+            "config.yml storage filesystem, s3, not object storage",  # Distribution wants one driver
+        ),
+        ({"delete": {"enabled": True}}, "config.yml storage no storage driver"),
+    ],
+    ids=["inmemory", "two-drivers", "no-driver"],
+)
+def test_storage_that_is_not_one_object_store_is_refused(storage: dict[str, Any], fragment: str) -> None:
+    messages = storage_check(stack_of(replicated(2.0), config_props(config_yml(storage=storage))))
+    assert_rejected(messages, mp.SERVICE, fragment)
+
+
+def test_the_refusal_names_storage_drivers_but_never_their_credentials() -> None:
+    storage = {"filesystem": {"rootdirectory": "/x"}, "swift": OBJECT_STORAGE["swift"]}
+    (message,) = storage_check(stack_of(replicated(2.0), config_props(config_yml(storage=storage))))
+    assert "filesystem, swift" in message
+    assert "swift-password" not in message and "https://k" not in message
+
+
+def test_a_service_without_its_config_yml_in_the_stack_is_refused() -> None:
+    messages = storage_check(stack_of(replicated(2.0), None))
+    assert_rejected(messages, mp.SERVICE, "no config.yml of its own in this stack")
+
+
+def test_a_service_finds_its_config_yml_by_the_name_it_mounts_without_a_dependency() -> None:
+    s3 = config_props(storage_config("s3"))
+    assert storage_check(stack_of(replicated(2.0), s3, depends=False)) == []
+    assert storage_check(stack_of(replicated(2.0), FILESYSTEM, depends=False))
+
+
+def test_pem_secrets_the_service_depends_on_are_not_its_config_yml() -> None:
+    pem = mp.StackResource(
+        mp.SWARM_SECRET,
+        "cert",
+        "urn:cert",
+        mp.plain({"name": "c", **config_props(pki.make_ca("X").cert_pem)}),
+    )
+    service, config = stack_of(replicated(2.0), config_props(storage_config("s3")))
+    service = mp.StackResource(
+        service.resource_type, service.name, service.urn, service.props, ("urn:cert", CONFIG_URN)
+    )
+    assert storage_check([service, pem, config]) == []
+
+
+def test_each_service_is_judged_by_its_own_config_yml() -> None:
+    """Two caches in one stack: asia on s3, europe on filesystem, europe depending on both
+    config.yml secrets (as a chained child may depend on its parent's resources)."""
+
+    def cache(site: str, config: dict[str, Any], depends: tuple[str, ...]) -> list[mp.StackResource]:
+        service = changed(replicated(2.0), "taskSpec.containerSpec.secrets.2.secretName", f"cfg-{site}")
+        return [
+            mp.StackResource(mp.SERVICE, site, f"urn:svc-{site}", mp.plain(service), depends),
+            mp.StackResource(
+                mp.SWARM_SECRET, f"cfg-{site}", f"urn:cfg-{site}", mp.plain({"name": f"cfg-{site}", **config})
+            ),
+        ]
+
+    resources = [
+        *cache("asia", config_props(storage_config("s3")), ("urn:cfg-asia",)),
+        *cache("europe", FILESYSTEM, ("urn:cfg-europe", "urn:cfg-asia")),
+    ]
+    violations = mp.check_replicas_shared_storage(resources)
+    assert [v.urn for v in violations] == ["urn:svc-europe"]
+    assert violations[0].message.startswith(f"{mp.SERVICE} 'europe': runs 2 replicas")
+
+
+@pytest.mark.parametrize(
+    ("service", "config"),
+    [
+        (replicated(2.0), {"data": secret(UNKNOWN_STRING_VALUE)}),
+        (changed(GOOD_SERVICE, "mode.replicated.replicas", UNKNOWN_NUMBER_VALUE), FILESYSTEM),
+        (
+            replicated(3.0, [{**VOLUME_MOUNT, "volumeOptions": {"driverName": UNKNOWN_STRING_VALUE}}]),
+            FILESYSTEM,
+        ),
+        (changed(replicated(3.0), "taskSpec.containerSpec.mounts", UNKNOWN_ARRAY_VALUE), FILESYSTEM),
+    ],
+    ids=["config-yml", "replicas", "volume-driver", "mounts"],
+)
+def test_unknown_values_in_preview_are_not_refused_by_the_storage_policy(
+    service: dict[str, Any], config: dict[str, Any]
+) -> None:
+    assert storage_check(stack_of(service, config)) == []
 
 
 # --- unknown values (preview) --------------------------------------------------------
@@ -476,19 +714,9 @@ def test_replicas_shared_storage_rejects(props: dict[str, Any], fragment: str) -
             ),
         ),
         (
-            mp.check_replicas_shared_storage,
+            mp.check_placement_and_restart,
             mp.SERVICE,
-            changed(GOOD_SERVICE, "mode.replicated.replicas", UNKNOWN_NUMBER_VALUE),
-        ),
-        (
-            mp.check_replicas_shared_storage,
-            mp.SERVICE,
-            replicated(3.0, [{**VOLUME_MOUNT, "volumeOptions": {"driverName": UNKNOWN_STRING_VALUE}}]),
-        ),
-        (
-            mp.check_replicas_shared_storage,
-            mp.SERVICE,
-            changed(replicated(3.0), "taskSpec.containerSpec.mounts", UNKNOWN_ARRAY_VALUE),
+            changed(replicated(3.0), "taskSpec.placement.maxReplicas", UNKNOWN_NUMBER_VALUE),
         ),
     ],
 )
@@ -517,6 +745,7 @@ class Diagnostic:
     policy: str
     message: str
     mandatory: bool
+    urn: str = ""
 
 
 def analyze(typ: str, name: str, wire_props: dict[str, Any], secret_outputs: list[str]) -> list[Diagnostic]:
@@ -538,6 +767,39 @@ def analyze(typ: str, name: str, wire_props: dict[str, Any], secret_outputs: lis
     response = servicer.Analyze(request, None)
     return [
         Diagnostic(d.policyName, d.message, d.enforcementLevel == proto.MANDATORY)
+        for d in response.diagnostics
+    ]
+
+
+@dataclass
+class StackEntry:
+    """One resource of an AnalyzeStackRequest: its outputs, wire form, and dependencies."""
+
+    typ: str
+    name: str
+    urn: str
+    outputs: dict[str, Any]
+    dependencies: list[str]
+
+
+def analyze_stack(resources: list[StackEntry]) -> list[Diagnostic]:
+    """What the stack policies report at the end of `pulumi preview --policy-pack policy`:
+    the AnalyzeStackRequest the engine sends, through the servicer PolicyPack serves."""
+    servicer = policy_sdk._PolicyAnalyzerServicer(
+        "msr-cache", "0.1.0", list(mp.POLICIES), pulumi_policy.EnforcementLevel.MANDATORY
+    )
+    entries = []
+    for r in resources:
+        properties = struct_pb2.Struct()
+        properties.update(r.outputs)
+        entries.append(
+            proto.AnalyzerResource(
+                type=r.typ, name=r.name, urn=r.urn, properties=properties, dependencies=r.dependencies
+            )
+        )
+    response = servicer.AnalyzeStack(proto.AnalyzeStackRequest(resources=entries), None)
+    return [
+        Diagnostic(d.policyName, d.message, d.enforcementLevel == proto.MANDATORY, d.urn)
         for d in response.diagnostics
     ]
 
@@ -594,6 +856,25 @@ class Deployed:
         """The Swarm secret that holds config.yml."""
         (found,) = [(n, p, s) for t, n, p, s in self.resources() if n == CONFIG_YML_SECRET]
         return found
+
+    def stack(self, **outputs: dict[str, Any]) -> list[StackEntry]:
+        """Every custom resource as AnalyzeStack gets it; `outputs` replaces some, by name."""
+        return [
+            StackEntry(
+                r.typ,
+                r.name,
+                self.run.urn_of(r.name),
+                outputs.get(r.name, r.state),
+                self.run.dependencies_of(r.name),
+            )
+            for r in self.run.resources
+            if not r.typ.startswith("msrcache:")
+        ]
+
+    def service_outputs(self, path: str, value: Any) -> dict[str, dict[str, Any]]:
+        """The service's outputs with `path` changed, for stack(**...)."""
+        service = self.run.one(mp.SERVICE)
+        return {service.name: changed(service.state, path, value)}
 
 
 def deploy(config: dict[str, Any] | None = None, secret_keys: tuple[str, ...] = ()) -> Deployed:
@@ -653,9 +934,21 @@ def test_every_policy_accepts_every_resource_of_the_real_program(deployed: Deplo
         assert mp.check_all(typ, name, mp.plain(inputs), frozenset(secret_outputs)) == {}, name
 
 
+def test_every_stack_policy_accepts_the_real_program(deployed: Deployed) -> None:
+    resources = [
+        mp.StackResource(r.typ, r.name, r.urn, mp.plain(r.outputs), tuple(r.dependencies))
+        for r in deployed.stack()
+    ]
+    assert mp.check_stack(resources) == {}
+
+
 def test_the_engine_path_reports_nothing_for_the_real_program(deployed: Deployed) -> None:
     for typ, name, inputs, secret_outputs in deployed.resources():
         assert analyze(typ, name, inputs, secret_outputs) == [], name
+
+
+def test_the_engine_stack_path_reports_nothing_for_the_real_program(deployed: Deployed) -> None:
+    assert analyze_stack(deployed.stack()) == []
 
 
 def test_the_registration_marks_its_token_secret() -> None:
@@ -748,7 +1041,6 @@ def test_a_service_that_mounts_config_yml_from_a_config_is_refused(default: Depl
             "tls-configured",
             "secret(s) cache.cert.pem",
         ),
-        ("mode.replicated.replicas", 3, "replicas-need-shared-storage", "runs 3 replicas"),
     ],
 )
 def test_a_service_with_one_prop_wrong_is_refused(
@@ -758,18 +1050,83 @@ def test_a_service_with_one_prop_wrong_is_refused(
     only(analyze(mp.SERVICE, name, changed(inputs, path, value), outs), policy, fragment)
 
 
-def test_replicas_on_a_local_volume_are_refused_and_on_nfs_accepted() -> None:
-    name, inputs, outs = deploy({"storage": {"mode": "volume"}}).one(mp.SERVICE)
-    only(
-        analyze(mp.SERVICE, name, changed(inputs, "mode.replicated.replicas", 2), outs),
-        "replicas-need-shared-storage",
-        "not shared",
-    )
-    nfs = {
-        "storage": {"mode": "volume", "driverOpts": {"type": "nfs", "o": "addr=10.0.0.5", "device": ":/x"}}
+def config_yml_outputs(
+    deployed: Deployed, edit: Callable[[dict[str, Any]], None]
+) -> dict[str, dict[str, Any]]:
+    """The config.yml secret's outputs with its document edited, for stack(**...)."""
+    secret_res = deployed.run.named(CONFIG_YML_SECRET)
+    document = yaml.safe_load(base64.b64decode(secret_res.state["data"]["value"]))
+    edit(document)
+    data = secret(base64.b64encode(yaml.safe_dump(document).encode()).decode())
+    return {CONFIG_YML_SECRET: {**secret_res.state, "data": data}}
+
+
+def use_s3(document: dict[str, Any]) -> None:
+    """config.yml's storage as the program renders object storage (issue 13)."""
+    document["storage"] = {
+        "delete": {"enabled": True},
+        "redirect": {"disable": True},
+        "s3": OBJECT_STORAGE["s3"],
     }
-    name, inputs, outs = deploy(nfs).one(mp.SERVICE)
-    assert analyze(mp.SERVICE, name, changed(inputs, "mode.replicated.replicas", 2), outs) == []
+
+
+def test_the_deployed_service_with_three_replicas_on_filesystem_is_refused(default: Deployed) -> None:
+    service = default.run.one(mp.SERVICE)
+    diagnostics = analyze_stack(default.stack(**default.service_outputs("mode.replicated.replicas", 3)))
+    only(diagnostics, "replicas-need-shared-storage", "runs 3 replicas")
+    assert "config.yml storage filesystem, not object storage" in diagnostics[0].message
+    assert diagnostics[0].urn == default.run.urn_of(service.name)  # reported on the service
+
+
+def test_the_deployed_service_with_two_replicas_on_s3_is_accepted(default: Deployed) -> None:
+    """The service as the program makes it with object storage: no mount, s3 in config.yml."""
+    outputs = {
+        **default.service_outputs("mode.replicated.replicas", 2),
+        **config_yml_outputs(default, use_s3),
+    }
+    assert analyze_stack(default.stack(**outputs)) == []
+
+
+def test_the_deployed_config_yml_on_s3_is_accepted_by_every_resource_policy(default: Deployed) -> None:
+    name, inputs, outs = default.config_yml()
+    wire = config_yml_outputs(default, use_s3)[CONFIG_YML_SECRET]
+    assert analyze(mp.SWARM_SECRET, name, {**inputs, "data": wire["data"]}, outs) == []
+
+
+def test_the_deployed_config_yml_without_deletes_is_refused(default: Deployed) -> None:
+    name, inputs, outs = default.config_yml()
+
+    def no_delete(document: dict[str, Any]) -> None:
+        document["storage"]["delete"]["enabled"] = False
+
+    wire = config_yml_outputs(default, no_delete)[CONFIG_YML_SECRET]
+    only(
+        analyze(mp.SWARM_SECRET, name, {**inputs, "data": wire["data"]}, outs),
+        "blob-ttl-in-bounds",
+        "storage.delete.enabled is False",
+    )
+
+
+def test_replicas_on_a_local_volume_are_refused() -> None:
+    deployed = deploy({"storage": {"mode": "volume"}})
+    diagnostics = analyze_stack(deployed.stack(**deployed.service_outputs("mode.replicated.replicas", 2)))
+    only(diagnostics, "replicas-need-shared-storage", "not shared")
+
+
+def test_replicas_on_an_nfs_volume_are_accepted() -> None:
+    deployed = deploy(CONFIGURATIONS["nfs-volume"]()[0])
+    assert analyze_stack(deployed.stack(**deployed.service_outputs("mode.replicated.replicas", 2))) == []
+
+
+def test_replicas_with_config_yml_unknown_in_preview_are_not_refused(default: Deployed) -> None:
+    outputs = {
+        **default.service_outputs("mode.replicated.replicas", 2),
+        CONFIG_YML_SECRET: {
+            **default.run.named(CONFIG_YML_SECRET).state,
+            "data": secret(UNKNOWN_STRING_VALUE),
+        },
+    }
+    assert analyze_stack(default.stack(**outputs)) == []
 
 
 def test_unknown_values_in_preview_are_not_reported_by_the_engine_path(default: Deployed) -> None:

@@ -24,7 +24,8 @@ the state.
 Pulumi serializes the provider into the state and runs it in a separate
 process, so it is self-contained: it imports `docker` inside its methods and
 keeps its helpers as static methods (nothing from this project is imported
-when it runs).
+when it runs). The program serializes it once, not once per label
+(components/by_value.py): the same string, at a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 import pulumi
 import pulumi.dynamic as dyn
 
-from components.by_value import pickle_by_value
+from components.by_value import ByValueResource, pickle_by_value
 
 # How many times to retry a node update that lost a race with another update
 # (Swarm rejects an update carrying a stale version).
@@ -376,7 +377,7 @@ class NodeLabelProvider(dyn.ResourceProvider):
 pickle_by_value(NodeLabelProvider)
 
 
-class NodeLabel(dyn.Resource, module="msrcache", name="NodeLabel"):
+class NodeLabel(ByValueResource, module="msrcache", name="NodeLabel"):
     """One `<label>=<value>` on one Swarm node."""
 
     node_id: pulumi.Output[str]

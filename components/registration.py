@@ -31,7 +31,8 @@ never shows in an exception.
 
 Pulumi serializes the provider into the state and runs it in another process
 that cannot import this project, so it is self-contained: `requests` is
-imported in its methods and its helpers are static methods.
+imported in its methods and its helpers are static methods. It is serialized
+once per process (components/by_value.py), not once per registration.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from typing import Any
 import pulumi
 import pulumi.dynamic as dyn
 
-from components.by_value import pickle_by_value
+from components.by_value import ByValueResource, pickle_by_value
 
 API_PATH = "/api/v0/content_caches"
 # Inputs whose change makes another registration.
@@ -238,7 +239,7 @@ pickle_by_value(RegistrationProvider)
 pickle_by_value(RegistrationError)
 
 
-class Registration(dyn.Resource, module="msrcache", name="Registration"):
+class Registration(ByValueResource, module="msrcache", name="Registration"):
     """One content cache registered with MSR."""
 
     registration_id: pulumi.Output[str]

@@ -181,6 +181,35 @@ esac
 CAS=$(list "$OPTS.cas")
 BLOBTTL=$(get "$OPTS.blobttl")
 
+# --- Storage: passed through as written. Every key under storage: is an option of
+# Distribution 2.8 or names the driver; the stand-in's build (Debian's) has fewer
+# drivers than the real image, and a missing one would only make the registry panic
+# ("StorageDriver not registered"), so say which and why here.
+DRIVERS=
+for k in $(children storage); do
+	case $k in
+	delete | redirect | cache | maintenance) ;;
+	filesystem | inmemory | s3 | s3aws | swift) DRIVERS="$DRIVERS${DRIVERS:+ }$k" ;;
+	azure | gcs | oss)
+		fail "storage.$k: the stand-in's Distribution (Debian's docker-registry 2.8) has no $k driver, only filesystem, inmemory, s3 and swift; $IMAGE has it, but it cannot be run here"
+		;;
+	*) fail "storage.$k is neither a storage driver nor an option Distribution 2.8 knows (delete, redirect, cache, maintenance)" ;;
+	esac
+done
+case $DRIVERS in
+"") fail "storage names no driver: expected one of filesystem, inmemory, s3, swift" ;;
+*" "*) fail "storage names more than one driver ($DRIVERS): Distribution takes exactly one" ;;
+esac
+# For the banner: where layers go, never a credential.
+case $DRIVERS in
+s3 | s3aws)
+	STORAGE_SHOWN="$DRIVERS (bucket=$(get "storage.$DRIVERS.bucket"), regionendpoint=$(get "storage.$DRIVERS.regionendpoint"), rootdirectory=$(get "storage.$DRIVERS.rootdirectory"))"
+	;;
+swift) STORAGE_SHOWN="swift (container=$(get storage.swift.container), authurl=$(get storage.swift.authurl))" ;;
+filesystem) STORAGE_SHOWN="filesystem ($(get storage.filesystem.rootdirectory))" ;;
+*) STORAGE_SHOWN=$DRIVERS ;;
+esac
+
 # The derived file gets its own proxy: block; a second one would be a YAML duplicate key.
 if printf '%s\n' "$FLAT" | grep -q '^proxy[.=]'; then fail "$CONFIG already has a top-level proxy: block; the stand-in derives it from $MW"; fi
 
@@ -258,7 +287,7 @@ if [ -n "$BLOBTTL" ]; then
 else
 	TTL_SHOWN="unset (Distribution 2.8's proxy expires cached content after a fixed 7 days)"
 fi
-printf '%s: STAND-IN for %s, NOT the real image: Docker Distribution pull-through cache; upstream=%s; cas=%s; blobttl=%s; config=%s\n' \
-	"$PROG" "$IMAGE" "$UP_SHOWN" "$CAS_SHOWN" "$TTL_SHOWN" "$DERIVED" >&2
+printf '%s: STAND-IN for %s, NOT the real image: Docker Distribution pull-through cache; upstream=%s; cas=%s; blobttl=%s; storage=%s; config=%s\n' \
+	"$PROG" "$IMAGE" "$UP_SHOWN" "$CAS_SHOWN" "$TTL_SHOWN" "$STORAGE_SHOWN" "$DERIVED" >&2
 
 exec "$REGISTRY_BIN" serve "$DERIVED"

@@ -26,7 +26,7 @@ would dominate the one-cache figure; the real provider makes keys in its
 plugin process, not in the program's. The certificate mock still signs one real
 certificate per cache (ECDSA, well under a millisecond).
 
-    python -m bench.program_cost [--runs 3] [--caches 1 10 100] [--json out.json]
+    python -m bench.program_cost [--runs 3] [--caches 1 10 50] [--json out.json]
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def _summary(caches: int, runs: list[dict[str, Any]], floor: float) -> dict[str,
     }
 
 
-def measure(ns: tuple[int, ...] = (1, 10, 100), runs: int = 3) -> dict[str, Any]:
+def measure(ns: tuple[int, ...] = (1, 10, 50), runs: int = 3) -> dict[str, Any]:
     """Program evaluation time for each number of caches in `ns`, the real __main__.py
     (one cache), and the bare-import floor; JSON-able.
 
@@ -192,7 +192,9 @@ def measure(ns: tuple[int, ...] = (1, 10, 100), runs: int = 3) -> dict[str, Any]
     output resolved; `importSeconds` / `evaluationSeconds` are the medians of
     its two parts (imports of the SDKs, components and mocks; building the
     components and resolving their outputs); `ratioToImport` is `seconds` over
-    `importFloorSeconds`. `mainProgram` is the same for `__main__.py` via run_program.
+    `importFloorSeconds`; `ratioToOneCache` is `seconds` over the one-cache case's
+    (None when 1 is not in `ns`). `mainProgram` is the same for `__main__.py` via
+    run_program.
     """
     if runs < 1 or not ns or min(ns) < 1:
         raise ValueError("runs and every number of caches must be at least 1")
@@ -204,6 +206,11 @@ def measure(ns: tuple[int, ...] = (1, 10, 100), runs: int = 3) -> dict[str, Any]
             results.append(_case(case))
     floor = round(statistics.median(floors), 4)
     main = _summary(1, per_case.pop("main"), floor)
+    cases = [_summary(int(case), results, floor) for case, results in per_case.items()]
+    one = next((c["seconds"] for c in cases if c["caches"] == 1), None)
+    for c in cases:
+        # Issue 13's measure: N caches against one, both built the same way.
+        c["ratioToOneCache"] = None if one is None else round(c["seconds"] / one, 3)
     return {
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
@@ -212,26 +219,30 @@ def measure(ns: tuple[int, ...] = (1, 10, 100), runs: int = 3) -> dict[str, Any]
         "importFloorSeconds": floor,
         "importFloorRunsSeconds": [round(f, 4) for f in floors],
         "importFloorModules": list(PROVIDER_SDKS),
-        "cases": [_summary(int(case), results, floor) for case, results in per_case.items()],
+        "cases": cases,
         "mainProgram": {**main, "program": "__main__.py via rehearsal.engine.run_program"},
     }
 
 
 def table(results: dict[str, Any]) -> str:
-    head = f"{'case':<28} {'resources':>9} {'total s':>8} {'imports s':>9} {'eval s':>8} {'x floor':>8}"
+    head = (
+        f"{'case':<28} {'resources':>9} {'total s':>8} {'imports s':>9} {'eval s':>8} {'x floor':>8} "
+        f"{'x 1 cache':>9}"
+    )
     lines = [
         f"program evaluation under mocks, median of {results['runs']} fresh interpreter(s)",
         head,
         "-" * len(head),
         f"{'bare import of the 4 SDKs':<28} {'-':>9} {results['importFloorSeconds']:>8.3f} "
-        f"{'':>9} {'':>8} {1:>8.2f}",
+        f"{'':>9} {'':>8} {1:>8.2f} {'':>9}",
     ]
     rows = [("__main__.py (1 cache)", results["mainProgram"])]
     rows += [(f"{c['caches']} MsrCache(s)", c) for c in results["cases"]]
     for name, c in rows:
+        one = "" if c.get("ratioToOneCache") is None else f"{c['ratioToOneCache']:.2f}"
         lines.append(
             f"{name:<28} {c['resources']:>9} {c['seconds']:>8.3f} {c['importSeconds']:>9.3f} "
-            f"{c['evaluationSeconds']:>8.3f} {c['ratioToImport']:>8.2f}"
+            f"{c['evaluationSeconds']:>8.3f} {c['ratioToImport']:>8.2f} {one:>9}"
         )
     return "\n".join(lines)
 
@@ -239,7 +250,7 @@ def table(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.program_cost", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="fresh interpreters per case (median)")
-    parser.add_argument("--caches", type=int, nargs="+", default=[1, 10, 100], help="numbers of caches")
+    parser.add_argument("--caches", type=int, nargs="+", default=[1, 10, 50], help="numbers of caches")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -58,6 +58,8 @@ def test_measure_in_fresh_interpreters() -> None:
     assert sorted(cases) == [1, 3]
     assert (cases[1]["resources"], cases[3]["resources"]) == (13, 39)
     assert (cases[1]["customResources"], cases[3]["customResources"]) == (8, 24)
+    assert cases[1]["ratioToOneCache"] == 1.0
+    assert cases[3]["ratioToOneCache"] == pytest.approx(cases[3]["seconds"] / cases[1]["seconds"], abs=1e-3)
     main = results["mainProgram"]
     assert (main["caches"], main["resources"], main["customResources"]) == (1, 13, 8)
     for case in [*results["cases"], main]:
@@ -67,6 +69,24 @@ def test_measure_in_fresh_interpreters() -> None:
         assert case["evaluationSeconds"] > 0
     table = program_cost.table(results)
     assert "__main__.py (1 cache)" in table and "3 MsrCache(s)" in table
+
+
+def test_ratio_to_one_cache_is_against_the_one_cache_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    seconds = {"main": 1.1, "1": 1.0, "10": 1.4, "50": 2.9}
+
+    def case(name: str) -> dict[str, float | int]:
+        n = 1 if name == "main" else int(name)
+        return {"seconds": seconds[name], "importSeconds": 0.5, "evaluationSeconds": seconds[name] - 0.5,
+                "resources": 13 * n, "customResources": 8 * n}  # fmt: skip
+
+    monkeypatch.setattr(program_cost, "_case", case)
+    monkeypatch.setattr(program_cost, "_import_floor", lambda: 0.4)
+    results = program_cost.measure(ns=(1, 10, 50), runs=1)
+    assert [c["ratioToOneCache"] for c in results["cases"]] == [1.0, 1.4, 2.9]
+    assert "ratioToOneCache" not in results["mainProgram"]
+    assert program_cost.table(results).splitlines()[-1].endswith("2.90")
+    without_one = program_cost.measure(ns=(10,), runs=1)
+    assert without_one["cases"][0]["ratioToOneCache"] is None
 
 
 def test_measure_refuses_nonsense() -> None:

@@ -1,4 +1,6 @@
-"""One MSR content cache: the labelled node, TLS, Swarm files and the service."""
+"""One MSR content cache: the labelled nodes, TLS, Swarm files, the service and
+its registration with MSR. It fetches from MSR, from another cache of the
+stack (its parent) or from a parent cache outside the stack."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import pulumi
 from components import certs
 from components.node import LabelledNode, LabelledNodeArgs
 from components.registration import CacheRegistration, CacheRegistrationArgs
+from components.registry_config import storage_driver
 from components.service import CacheService, CacheServiceArgs
 from components.settings import Settings
 from components.swarm_files import CacheFiles, CacheFilesArgs
@@ -25,6 +28,8 @@ class MsrCacheArgs:
     """Stack name: names the service by default and labels every Swarm object."""
     msr_ca_pem: str | None
     """MSR's CA (given or fetched); None when MSR is publicly trusted."""
+    parent: MsrCache | None = None
+    """The cache of the stack this one fetches from (settings.upstream names it)."""
 
 
 class MsrCache(pulumi.ComponentResource):
@@ -41,35 +46,53 @@ class MsrCache(pulumi.ComponentResource):
     next_rotation: pulumi.Output[str | None]
     registration_id: pulumi.Output[str | None]
     """MSR's id of the cache's registration; None with register: false."""
+    nodes: pulumi.Output[list[str]]
+    replicas: pulumi.Output[int]
+    trust_pem: pulumi.Output[str]
+    """What a cache fetching from this one trusts it by (its `cas` file): the
+    CA for a caSigned certificate, else the certificate itself, which Go
+    accepts as a trust anchor."""
+    settings: Settings
 
     def __init__(self, name: str, args: MsrCacheArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("msrcache:index:MsrCache", name, None, opts)
         s = args.settings
+        self.settings = s
         child = pulumi.ResourceOptions(parent=self)
         service_name = s.effective_service_name(args.stack)
         labels = {f"{LABEL_PREFIX}.stack": args.stack, f"{LABEL_PREFIX}.service": service_name}
+        if s.name:
+            # Only caches of `caches`: the stack's one cache keeps its labels
+            # (a Swarm object's labels cannot change without replacing it).
+            labels[f"{LABEL_PREFIX}.cache"] = s.name
 
         node = LabelledNode(
             f"{name}-node",
-            LabelledNodeArgs(node=s.cache_node, label=s.node_label, service=service_name),
+            LabelledNodeArgs(nodes=s.effective_nodes, label=s.placement_label, service=service_name),
             opts=child,
         )
         tls = CacheTls(
             f"{name}-tls",
-            CacheTlsArgs(settings=s.tls, cache_host=s.cache_host, cache_node=s.cache_node),
+            CacheTlsArgs(settings=s.tls, cache_host=s.cache_host, cache_nodes=s.effective_nodes),
             opts=child,
         )
+        upstream_url, msr_ca, upstream_ca = _upstream(s, args)
         files = CacheFiles(
             f"{name}-files",
             CacheFilesArgs(
                 cert_pem=tls.cert_pem,
                 key_pem=tls.key_pem,
-                msr_ca_pem=args.msr_ca_pem,
+                msr_ca_pem=msr_ca,
                 cache_url=s.cache_url,
-                upstreams=[s.upstream_url],
+                upstreams=[upstream_url],
                 blob_ttl=s.blob_ttl,
                 log_level=s.log_level,
                 labels=labels,
+                upstream_ca_pem=upstream_ca,
+                storage_driver=storage_driver(s.storage),
+                gcs_keyfile=s.storage.gcs.keyfile.get_secret_value()
+                if s.storage.mode == "gcs" and s.storage.gcs and s.storage.gcs.keyfile
+                else None,
             ),
             opts=child,
         )
@@ -90,6 +113,7 @@ class MsrCache(pulumi.ComponentResource):
                 # A volume's labels cannot change without replacing it: only the stack's.
                 volume_labels={f"{LABEL_PREFIX}.stack": args.stack},
                 wait_for=[node],
+                replicas=s.replicas,
             ),
             opts=child,
         )
@@ -101,7 +125,7 @@ class MsrCache(pulumi.ComponentResource):
             registration = CacheRegistration(
                 f"{name}-registration",
                 CacheRegistrationArgs(
-                    msr_url=s.upstream_url,
+                    msr_url=s.msr_url,
                     msr_ca_pem=args.msr_ca_pem or "",
                     user=s.msr_user,
                     token=s.msr_token.get_secret_value(),
@@ -120,9 +144,15 @@ class MsrCache(pulumi.ComponentResource):
         self.certificate_not_after = summary.apply(lambda c: c.not_after)
         self.service_name = service.service_name
         self.node = node.node
+        self.nodes = node.nodes
+        self.replicas = pulumi.Output.from_input(s.replicas)
         self.label = node.label
-        self.upstream = pulumi.Output.from_input(s.upstream_url)
+        self.upstream = pulumi.Output.from_input(upstream_url)
         self.next_rotation = tls.next_rotation
+        self.trust_pem = (
+            pulumi.Output.from_input(s.tls.ca_cert_pem) if s.tls.mode == "caSigned" and s.tls.ca_cert_pem
+            else tls.cert_pem
+        )  # fmt: skip
         self.register_outputs(
             {
                 "cacheUrl": self.cache_url,
@@ -137,3 +167,13 @@ class MsrCache(pulumi.ComponentResource):
                 "registrationId": self.registration_id,
             }
         )
+
+
+def _upstream(s: Settings, args: MsrCacheArgs) -> tuple[str, str | None, pulumi.Input[str] | None]:
+    """(URL the cache fetches from, MSR's CA to trust, a parent cache's CA to
+    trust): `cas` holds the CA of the next hop only."""
+    if args.parent is not None:
+        return args.parent.settings.cache_url, None, args.parent.trust_pem
+    if s.upstream:
+        return s.upstream.rstrip("/"), None, s.upstream_ca_pem or None
+    return s.msr_url, args.msr_ca_pem, None

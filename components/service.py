@@ -80,10 +80,14 @@ class CacheServiceArgs:
     wait_for: list[pulumi.Resource] = field(default_factory=list)
     """Resources the service must not be created before (the node label: without
     it the task has nowhere to run and would never converge)."""
+    replicas: int = 1
+    """Tasks, at most one per labelled node (settings check there are enough
+    nodes and shared storage when more than one)."""
 
 
 class CacheService(pulumi.ComponentResource):
-    """One replica of the content cache on the labelled node."""
+    """The content cache's tasks on the labelled nodes: one, or several
+    sharing object storage or a shared volume."""
 
     service_name: pulumi.Output[str]
     service_id: pulumi.Output[str]
@@ -163,12 +167,18 @@ class CacheService(pulumi.ComponentResource):
                     ],
                     mounts=mounts or None,
                 ),
-                placement=docker.ServiceTaskSpecPlacementArgs(constraints=[args.constraint]),
+                placement=docker.ServiceTaskSpecPlacementArgs(
+                    constraints=[args.constraint],
+                    # Spread: two tasks on one node would fight for a host-mode
+                    # port and share a fate. Left unset for one task, so that
+                    # deployed stacks see no change.
+                    max_replicas=1 if args.replicas > 1 else None,
+                ),
                 restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(
                     condition="on-failure", delay=RESTART_DELAY, window=RESTART_WINDOW
                 ),
             ),
-            mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
+            mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=args.replicas)),
             endpoint_spec=docker.ServiceEndpointSpecArgs(
                 ports=[
                     docker.ServiceEndpointSpecPortArgs(
@@ -179,8 +189,9 @@ class CacheService(pulumi.ComponentResource):
                     )
                 ]
             ),
-            # One replica owns the published port: the old task must stop
-            # before the new one can bind it.
+            # A task owns its node's published port: the old task must stop
+            # before the new one can bind it. One task at a time, so the
+            # other replicas keep serving during an update.
             update_config=docker.ServiceUpdateConfigArgs(
                 order="stop-first",
                 parallelism=1,

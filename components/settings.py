@@ -27,6 +27,7 @@ from components.settings_checks import cross_checks, valid_parts
 from components.settings_messages import NAMESPACE, Problem, SettingsError, from_pydantic, redacted
 from components.settings_model import (
     DEFAULT_RENEW_BEFORE_HOURS,
+    LIST_KEYS,
     OBJECT_KEYS,
     SecretFilesSettings,
     Settings,
@@ -34,6 +35,17 @@ from components.settings_model import (
     TlsSettings,
     is_fqdn,
     object_fields,
+)
+from components.settings_stack import (
+    CACHES,
+    StackSettings,
+    cross_cache_problems,
+    entry_encrypted,
+    entry_problem,
+    entry_raw,
+    entry_secret_keys,
+    entry_shape_problems,
+    single_problems,
 )
 from components.stack_config import known_keys, project_defaults, raw_from_pulumi_config
 
@@ -44,6 +56,7 @@ __all__ = [
     "SecretFilesSettings",
     "Settings",
     "SettingsError",
+    "StackSettings",
     "StorageSettings",
     "TlsSettings",
     "is_fqdn",
@@ -51,9 +64,31 @@ __all__ = [
     "known_keys",
     "load_settings",
     "parse_settings",
+    "parse_stack",
     "problems_as_written",
     "project_defaults",
 ]
+
+
+def parse_stack(
+    raw: Mapping[str, Any],
+    secret_keys: frozenset[str] = frozenset(),
+    now: dt.datetime | None = None,
+    stack: str = "dev",
+) -> StackSettings:
+    """Validate raw stack values (key -> value, without namespace) into the
+    stack's caches: the entries of `caches`, or the stack's one cache.
+
+    `secret_keys` are the keys the operator stored as Pulumi secrets; private keys
+    given in plain text are refused so they never sit unencrypted in a stack file.
+    `stack` names the defaults (service names, MSR names) that must not collide.
+    Raises SettingsError listing every problem.
+    """
+    settings, problems = _validate_stack(raw, secret_keys, now, frozenset(), stack)
+    if problems:
+        raise SettingsError(problems)
+    assert settings is not None
+    return settings
 
 
 def parse_settings(
@@ -61,24 +96,18 @@ def parse_settings(
     secret_keys: frozenset[str] = frozenset(),
     now: dt.datetime | None = None,
 ) -> Settings:
-    """Validate raw stack values (key -> value, without namespace) into Settings.
-
-    `secret_keys` are the keys the operator stored as Pulumi secrets; private keys
-    given in plain text are refused so they never sit unencrypted in a stack file.
-    Raises SettingsError listing every problem.
-    """
-    settings, problems = _validate(raw, secret_keys, now, frozenset())
-    if problems:
-        raise SettingsError(problems)
-    assert settings is not None
-    settings._secret_keys = secret_keys
-    return settings
+    """The settings of a stack's one cache (no `caches`); see parse_stack."""
+    stack = parse_stack(raw, secret_keys, now)
+    if stack.listed:
+        raise ValueError("parse_settings reads a stack without caches; use parse_stack")
+    return stack.caches[0]
 
 
 def problems_as_written(
     raw: Mapping[str, Any],
     encrypted: frozenset[str],
     now: dt.datetime | None = None,
+    stack: str = "dev",
 ) -> list[Problem]:
     """Every problem `pulumi up` would report for a stack file as it is written,
     where the values at the dotted paths in `encrypted` (`tls.keyPem`,
@@ -93,17 +122,65 @@ def problems_as_written(
     start anything.
     """
     secret_keys = frozenset(path.split(".")[0] for path in encrypted)
-    return _validate(raw, secret_keys, now, encrypted)[1]
+    return _validate_stack(raw, secret_keys, now, encrypted, stack)[1]
 
 
-def _validate(
+def _validate_stack(
     raw: Mapping[str, Any],
     secret_keys: frozenset[str],
     now: dt.datetime | None,
     encrypted: frozenset[str],
-) -> tuple[Settings | None, list[Problem]]:
-    """The Settings (None when invalid) and every problem, redacted."""
-    problems: list[Problem] = []
+    stack: str,
+) -> tuple[StackSettings | None, list[Problem]]:
+    """The stack's caches (None when any problem) and every problem, redacted."""
+    problems = _unknown_keys(raw)
+    caches = raw.get(CACHES)
+    if caches is None or CACHES in encrypted:
+        # The stack's one cache, as before `caches` existed. (A `caches` stored
+        # whole as one secret cannot be read outside the CLI: nothing to check.)
+        settings, found = _validate(
+            {k: v for k, v in raw.items() if k != CACHES}, secret_keys, now, encrypted
+        )
+        if settings is not None:
+            found.extend(redacted(single_problems(settings), raw, secret_keys))
+        problems.extend(found)
+        if problems or settings is None:
+            return None, problems
+        settings._secret_keys = secret_keys
+        return StackSettings((settings,), listed=False), problems
+
+    shape = entry_shape_problems(caches)
+    problems.extend(shape)
+    if not isinstance(caches, list) or any(
+        p.key in (CACHES, *(f"caches[{i}]" for i in range(len(caches)))) for p in shape
+    ):
+        return None, problems
+    valid: list[tuple[int, Settings]] = []
+    for i, entry in enumerate(caches):
+        entry_enc = entry_encrypted(encrypted, i, entry)
+        # A stack file says which values are encrypted; at run time the CLI
+        # marks the whole `caches` key secret when any value in it is.
+        keys = (
+            frozenset(p.split(".")[0] for p in entry_enc)
+            if encrypted
+            else entry_secret_keys(secret_keys, entry)
+        )
+        settings, found = _validate(entry_raw(raw, entry), keys, now, entry_enc)
+        problems.extend(entry_problem(p, i, entry, raw) for p in found)
+        if settings is not None:
+            settings._secret_keys = keys
+            valid.append((i, settings))
+    # They quote names and URLs: none of a value stored as a secret.
+    problems.extend(redacted(cross_cache_problems(valid, stack), raw, secret_keys))
+    # A value the stack gives every cache is reported once, not per cache.
+    problems = list(dict.fromkeys(problems))
+    if problems:
+        return None, problems
+    return StackSettings(tuple(s for _, s in valid), listed=True), problems
+
+
+def _unknown_keys(raw: Mapping[str, Any]) -> list[Problem]:
+    problems = []
     known = known_keys()
     for key in sorted(set(raw) - known):
         hint = difflib.get_close_matches(key, sorted(known), n=1)
@@ -114,10 +191,23 @@ def _validate(
                 f"is not a setting of this program{tip}; expected one of {', '.join(sorted(known))}",
             )
         )
+    return problems
+
+
+def _validate(
+    raw: Mapping[str, Any],
+    secret_keys: frozenset[str],
+    now: dt.datetime | None,
+    encrypted: frozenset[str],
+) -> tuple[Settings | None, list[Problem]]:
+    """The Settings of one cache (None when invalid) and every problem of its
+    values, redacted; unknown keys are reported by the caller."""
+    problems: list[Problem] = []
+    known = known_keys() | {"name"}
 
     readable = _without_encrypted(raw, encrypted)
     values = {**project_defaults(), **{k: v for k, v in readable.items() if k in known}}
-    for key in OBJECT_KEYS:
+    for key in (*OBJECT_KEYS, *LIST_KEYS):
         if values.get(key) is None:
             values.pop(key, None)
     settings: Settings | None = None
@@ -171,13 +261,13 @@ def _about_encrypted(problem: Problem, encrypted: frozenset[str]) -> bool:
     return any(problem.key == path or problem.key.startswith(f"{path}.") for path in encrypted)
 
 
-def load_settings() -> Settings:
-    """Settings for the running stack; raises pulumi.RunError (no traceback) when invalid."""
+def load_settings() -> StackSettings:
+    """The running stack's caches; raises pulumi.RunError (no traceback) when invalid."""
     import pulumi
 
     raw, secret_keys = raw_from_pulumi_config()
     try:
-        return parse_settings(raw, secret_keys)
+        return parse_stack(raw, secret_keys, stack=pulumi.get_stack())
     except SettingsError as exc:
         raise pulumi.RunError(str(exc)) from None
 
@@ -187,19 +277,25 @@ _SECRET_VALUES = {
     "tls.caKeyPem": "pulumi config set --secret --path tls.caKeyPem < key.pem",
     "tls.keyPem": "pulumi config set --secret --path tls.keyPem < key.pem",
     "msrToken": "pulumi config set --secret msrToken",
+    "storage.s3.accessKey": "pulumi config set --secret --path storage.s3.accessKey <key id>",
+    "storage.s3.secretKey": "pulumi config set --secret --path storage.s3.secretKey <secret key>",
+    "storage.azure.accountKey": "pulumi config set --secret --path storage.azure.accountKey <key>",
+    "storage.gcs.keyfile": "pulumi config set --secret --path storage.gcs.keyfile < key.json",
+    "storage.swift.password": "pulumi config set --secret --path storage.swift.password <password>",
 }
 
 
 def _plain_text_secrets(raw: Mapping[str, Any], secret_keys: frozenset[str]) -> list[Problem]:
-    """A private key or the MSR token in plain text is refused: it would sit
-    unencrypted in the repository. The value is never quoted."""
+    """A private key, the MSR token or a storage credential in plain text is
+    refused: it would sit unencrypted in the repository. The value is never
+    quoted. (In a `caches` entry the command's path starts with caches[i].)"""
     problems = []
     for path, command in _SECRET_VALUES.items():
-        top, _, field = path.partition(".")
-        value = raw.get(top)
-        if field:
-            value = value.get(field) if isinstance(value, Mapping) else None
-        if value and top not in secret_keys:
+        parts = path.split(".")
+        value: Any = raw
+        for part in parts:
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if value and parts[0] not in secret_keys:
             problems.append(Problem(path, f"is stored in plain text; expected a Pulumi secret: {command}"))
     return problems
 

@@ -16,6 +16,7 @@ from components import certs, rotation
 from components.settings_messages import Problem
 from components.settings_model import (
     DEFAULT_RENEW_BEFORE_HOURS,
+    OBJECT_STORAGE_MODES,
     Model,
     Settings,
     StorageSettings,
@@ -37,6 +38,11 @@ class _Parts:
     register: bool
     msr_user: str
     msr_token_set: bool
+    cache_node: str = ""
+    nodes: tuple[str, ...] = ()
+    replicas: int | None = 1
+    upstream: str = ""
+    upstream_ca_pem: str = ""
 
 
 def valid_parts(values: Mapping[str, Any], s: Settings | None, now: dt.datetime | None) -> _Parts:
@@ -44,6 +50,7 @@ def valid_parts(values: Mapping[str, Any], s: Settings | None, now: dt.datetime 
         return _Parts(
             s.tls, s.storage, s.cache_host, s.fetch_msr_ca, s.msr_ca_cert,
             s.register_cache, s.msr_user, bool(s.msr_token.get_secret_value()),
+            s.cache_node, tuple(s.nodes), s.replicas, s.upstream, s.upstream_ca_pem,
         )  # fmt: skip
 
     def part(model: type[Model], key: str) -> Any:
@@ -63,6 +70,11 @@ def valid_parts(values: Mapping[str, Any], s: Settings | None, now: dt.datetime 
     except ValueError:
         host = None
     ca = values.get("msrCaCert")
+    node = values.get("cacheNode")
+    nodes = values.get("nodes")
+    replicas = values.get("replicas")
+    upstream = values.get("upstream")
+    upstream_ca = values.get("upstreamCaPem")
     return _Parts(
         tls=part(TlsSettings, "tls"),
         storage=part(StorageSettings, "storage"),
@@ -72,6 +84,11 @@ def valid_parts(values: Mapping[str, Any], s: Settings | None, now: dt.datetime 
         register=values.get("register") not in (False, "false", "False"),
         msr_user=str(values.get("msrUser") or ""),
         msr_token_set=bool(values.get("msrToken")),
+        cache_node=node if isinstance(node, str) else "",
+        nodes=tuple(n for n in nodes if isinstance(n, str)) if isinstance(nodes, list) else (),
+        replicas=replicas if isinstance(replicas, int) and not isinstance(replicas, bool) else None,
+        upstream=upstream if isinstance(upstream, str) else "",
+        upstream_ca_pem=upstream_ca if isinstance(upstream_ca, str) else "",
     )
 
 
@@ -87,11 +104,120 @@ def cross_checks(
     problems.extend(_registration_checks(s, encrypted))
     if s.tls is not None:
         problems.extend(_tls_checks(s.tls, s.cache_host, now, encrypted))
-    if s.storage and s.storage.mode == "container" and _volume_settings(s.storage, encrypted):
+    if s.storage is not None:
+        problems.extend(_storage_checks(s.storage, encrypted))
+    problems.extend(_placement_checks(s, encrypted))
+    if (s.upstream_ca_pem or "upstreamCaPem" in encrypted) and not s.upstream.startswith("https://"):
         problems.append(
-            Problem("storage.mode", "is container, but volume settings are given; expected mode volume")
+            Problem(
+                "upstreamCaPem",
+                "is set, but upstream is not a parent cache's URL; expected it unset, or upstream: "
+                "https://<parent cache> (MSR's CA is msrCaCert; a cache of the stack is trusted by itself)",
+            )
         )
     return problems
+
+
+def _placement_checks(s: _Parts, encrypted: frozenset[str]) -> list[Problem]:
+    """Where the tasks run: one node or several, and no more tasks than nodes."""
+    problems: list[Problem] = []
+    has_node = bool(s.cache_node) or "cacheNode" in encrypted
+    has_nodes = bool(s.nodes) or any(p == "nodes" or p.startswith("nodes.") for p in encrypted)
+    if has_node and has_nodes:
+        problems.append(
+            Problem(
+                "nodes", "is set while cacheNode is set; expected only one of the two (nodes for several)"
+            )
+        )
+    elif not (has_node or has_nodes):
+        problems.append(
+            Problem(
+                "cacheNode",
+                "is required; expected the hostname of the Swarm node that runs the cache (see docker node "
+                "ls), or self; or nodes: [<node>, ...] for a cache on several nodes",
+            )
+        )
+    seen: set[str] = set()
+    for node in s.nodes:
+        if node.lower() in seen:
+            problems.append(Problem("nodes", f"lists {node} twice; expected each node once"))
+        seen.add(node.lower())
+    count = len(s.nodes) or (1 if has_node else 0)
+    if s.replicas is not None and count and s.replicas > count and "nodes" not in encrypted:
+        problems.append(
+            Problem(
+                "replicas",
+                f"is {s.replicas}, but the cache has {count} labelled node{'s' if count > 1 else ''} and "
+                f"runs at most one task per node; expected at most {count}, or more nodes in nodes",
+            )
+        )
+    if s.replicas and s.replicas > 1 and s.storage is not None and not s.storage.shared:
+        problems.append(
+            Problem(
+                "replicas",
+                f"is {s.replicas}, but storage.mode {s.storage.mode} keeps the layers on each node, so each "
+                "task would keep its own cache and an upload begun on one fails on another; expected shared "
+                "storage: storage.mode s3, azure, gcs or swift, or volume with a shared driver (NFS or CIFS "
+                "driverOpts), or replicas: 1",
+            )
+        )
+    return problems
+
+
+def _storage_checks(storage: StorageSettings, encrypted: frozenset[str]) -> list[Problem]:
+    """Each storage mode with its own settings only."""
+    problems: list[Problem] = []
+    if storage.mode != "volume" and _volume_settings(storage, encrypted):
+        problems.append(
+            Problem(
+                "storage.mode",
+                f"is {storage.mode}, but volume settings (volumeName, driverOpts) are given; "
+                "expected mode volume",
+            )
+        )
+    for mode in OBJECT_STORAGE_MODES:
+        given = getattr(storage, mode) is not None or any(
+            p.startswith(f"storage.{mode}.") or p == f"storage.{mode}" for p in encrypted
+        )
+        if given and storage.mode != mode:
+            problems.append(
+                Problem(
+                    f"storage.{mode}",
+                    f"is only used with storage.mode {mode}, but storage.mode is {storage.mode}; "
+                    f"expected it unset, or storage.mode {mode}",
+                )
+            )
+        if not given and storage.mode == mode:
+            problems.append(
+                Problem(
+                    f"storage.{mode}",
+                    f"is required with storage.mode {mode}; expected an object with {_OBJECT_FIELDS[mode]} "
+                    "(see README, Storage)",
+                )
+            )
+    s3 = storage.s3
+    if s3 is not None:
+        access = s3.access_key is not None or "storage.s3.accessKey" in encrypted
+        secret = s3.secret_key is not None or "storage.s3.secretKey" in encrypted
+        if access != secret:
+            missing = "storage.s3.secretKey" if access else "storage.s3.accessKey"
+            problems.append(
+                Problem(
+                    missing,
+                    "is required with the other S3 key; expected both accessKey and secretKey (as secrets), "
+                    "or neither to use the node's IAM role",
+                )
+            )
+    return problems
+
+
+# What each object-storage mode's object holds, for the error that asks for it.
+_OBJECT_FIELDS = {
+    "s3": "bucket and region (accessKey and secretKey as secrets, or neither for an IAM role)",
+    "azure": "accountName, accountKey (a secret) and container",
+    "gcs": "bucket (and keyfile, the service account's JSON key, as a secret)",
+    "swift": "username, password (a secret), authUrl and container",
+}
 
 
 def _registration_checks(s: _Parts, encrypted: frozenset[str]) -> list[Problem]:

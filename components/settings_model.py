@@ -18,6 +18,15 @@ from components.rules import is_ip
 # The object keys: Pulumi.yaml cannot declare them, so their defaults are the
 # models' field defaults.
 OBJECT_KEYS = ("tls", "storage", "secretFiles")
+# Keys holding a list, not declared in Pulumi.yaml either: the nodes of a
+# cache with several, and the caches of a stack with several.
+LIST_KEYS = ("nodes", "caches")
+# What a `caches` entry may set besides its name; every other key is the
+# stack's (the top-level value is each entry's default).
+ENTRY_KEYS = (
+    "cacheHost", "cachePort", "cacheNode", "nodes", "replicas", "upstream", "upstreamCaPem",
+    "publishMode", "storage", "tls", "blobTtl", "logLevel", "image", "cacheName", "serviceName",
+)  # fmt: skip
 
 # ---------------------------------------------------------------------------
 # Forms of single values. Each validator raises ValueError("expected ...");
@@ -161,10 +170,84 @@ class TlsSettings(Model):
     chain_pem: str | None = None
 
 
+_URL_RE = re.compile(r"^https?://[^\s/?#]+(?::[0-9]{1,5})?/?$")
+
+
+def _endpoint(value: str) -> str:
+    if value and not _URL_RE.match(value):
+        raise ValueError(
+            "expected an http(s):// URL of the S3-compatible endpoint, e.g. https://s3.example.com"
+        )
+    return value
+
+
+def _auth_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/?#]+(?::[0-9]{1,5})?(/\S*)?$", value):
+        raise ValueError(
+            "expected the http(s):// URL of the Keystone identity service, e.g. https://keystone:5000/v3"
+        )
+    return value
+
+
+Endpoint = Annotated[str, AfterValidator(_endpoint)]
+Required = Annotated[str, Field(min_length=1)]
+RootDirectory = Annotated[str, Field(pattern=r"^(/[^\s]*)?$")]
+
+
+class S3Storage(Model):
+    """`storage.s3`: Distribution's s3 driver. Without accessKey and secretKey the
+    driver uses the node's IAM role (instance profile or environment)."""
+
+    bucket: Required
+    region: Required
+    region_endpoint: Endpoint = ""
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    encrypt: bool = False
+    secure: bool = True
+    v4_auth: bool = True
+    # Distribution's minimum is 5 MiB (S3's smallest multipart part).
+    chunk_size: Annotated[int, Field(ge=5 * 2**20)] | None = None
+    root_directory: RootDirectory = ""
+
+
+class AzureStorage(Model):
+    """`storage.azure`: Distribution's azure driver."""
+
+    account_name: Required
+    account_key: SecretStr
+    container: Required
+
+
+class GcsStorage(Model):
+    """`storage.gcs`: Distribution's gcs driver. keyfile is the service account's
+    JSON key (mounted as a Swarm secret); without it, the node's default
+    credentials."""
+
+    bucket: Required
+    keyfile: SecretStr | None = None
+    root_directory: RootDirectory = ""
+
+
+class SwiftStorage(Model):
+    """`storage.swift`: Distribution's swift driver (OpenStack object storage)."""
+
+    username: Required
+    password: SecretStr
+    auth_url: Annotated[str, AfterValidator(_auth_url)]
+    container: Required
+
+
+# Storage shared by every task of a cache, wherever it runs: what replicas > 1 need.
+OBJECT_STORAGE_MODES = ("s3", "azure", "gcs", "swift")
+# The local volume driver mounting a network file system is shared too.
+SHARED_LOCAL_TYPES = ("nfs", "nfs4", "cifs")
+
+
 class StorageSettings(Model):
     """`msr-cache:storage`: where cached layers live."""
 
-    mode: Literal["container", "volume"] = "container"
+    mode: Literal["container", "volume", "s3", "azure", "gcs", "swift"] = "container"
     volume_name: VolumeName = ""
     driver: Annotated[str, Field(min_length=1, max_length=128)] = "local"
     driver_opts: dict[str, str] = {}
@@ -173,6 +256,22 @@ class StorageSettings(Model):
     # the stack behind (a test cache must not); set it where the layers are worth
     # more than the disk (refetching them is a full pull over the WAN).
     retain: bool = False
+    # The object store of mode s3, azure, gcs or swift (only the mode's own).
+    s3: S3Storage | None = None
+    azure: AzureStorage | None = None
+    gcs: GcsStorage | None = None
+    swift: SwiftStorage | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether every node sees the same layers: object storage, a volume
+        driver other than local, or the local driver mounting NFS/CIFS."""
+        if self.mode in OBJECT_STORAGE_MODES:
+            return True
+        if self.mode != "volume":
+            return False
+        fs_type = self.driver_opts.get("type", "").lower()
+        return self.driver != "local" or fs_type in SHARED_LOCAL_TYPES
 
 
 def _file_mode(value: str) -> str:
@@ -229,14 +328,58 @@ def _cache_name(value: str) -> str:
 CacheName = Annotated[str, AfterValidator(_cache_name)]
 
 
+# A `caches` entry's name: it becomes part of Swarm object names, the node
+# label key and MSR's name for the cache, so the strictest of those rules.
+_ENTRY_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+
+
+def _entry_name(value: str) -> str:
+    if not _ENTRY_NAME_RE.match(value):
+        raise ValueError(
+            "expected a name of lower-case letters, digits and '-' (at most 32, not starting or ending "
+            "with '-'), e.g. asia"
+        )
+    return value
+
+
+def _upstream(value: str) -> str:
+    # A cache name of the stack, or a parent cache's URL; the stack-wide
+    # checks resolve names (settings_stack.py).
+    if value and not (_ENTRY_NAME_RE.match(value) or (_URL_RE.match(value) and value.startswith("https://"))):
+        raise ValueError(
+            "expected the name of another cache in msr-cache:caches, or the https:// URL of a parent "
+            "cache outside the stack (with upstreamCaPem), or empty for MSR"
+        )
+    return value
+
+
+def _cache_node(value: str) -> str:
+    return _node(value) if value else value
+
+
+EntryName = Annotated[str, AfterValidator(_entry_name)]
+UpstreamRef = Annotated[str, AfterValidator(_upstream)]
+# Swarm spreads a cache's tasks over its labelled nodes, at most one per node.
+MAX_REPLICAS = 50
+
+
 class Settings(Model):
+    """The settings of one cache: the stack's keys, or one `caches` entry over them."""
+
     msr_host: Host
     msr_port: Port
     msr_ca_cert: CaPem
     fetch_msr_ca: bool
     cache_host: Host
     cache_port: Port
-    cache_node: NodeName
+    # One of cacheNode and nodes is required (settings_checks.py).
+    cache_node: Annotated[str, AfterValidator(_cache_node)] = ""
+    nodes: list[NodeName] = []
+    replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] = 1
+    # Where the cache fetches from: MSR (empty), another cache of the stack
+    # (its name) or a parent cache outside it (its URL).
+    upstream: UpstreamRef = ""
+    upstream_ca_pem: CaPem = ""
     node_label: LabelKey
     image: Image
     blob_ttl: BlobTtl
@@ -252,6 +395,8 @@ class Settings(Model):
     tls: TlsSettings = TlsSettings()
     storage: StorageSettings = StorageSettings()
     secret_files: SecretFilesSettings = SecretFilesSettings()
+    # A `caches` entry's name; None for the stack's one cache without `caches`.
+    name: EntryName | None = None
     # The keys the operator stored as Pulumi secrets: errors raised later (the
     # MSR CA fetch) must not quote their values either.
     _secret_keys: frozenset[str] = PrivateAttr(default=frozenset())
@@ -265,7 +410,7 @@ class Settings(Model):
         return message
 
     @property
-    def upstream_url(self) -> str:
+    def msr_url(self) -> str:
         return f"https://{_url_host(self.msr_host)}:{self.msr_port}"
 
     @property
@@ -274,11 +419,33 @@ class Settings(Model):
         port = "" if self.cache_port == 443 else f":{self.cache_port}"
         return f"https://{_url_host(self.cache_host)}{port}"
 
+    @property
+    def effective_nodes(self) -> list[str]:
+        """The nodes that carry the cache's label: `nodes`, else `cacheNode`."""
+        return list(self.nodes) or ([self.cache_node] if self.cache_node else [])
+
+    @property
+    def placement_label(self) -> str:
+        """The node label key the cache's tasks are placed by. A cache of
+        `caches` has its own (`dtr.cache.asia`), so that caches on different
+        nodes never trade places; the stack's one cache keeps the documented
+        `dtr.cache`."""
+        return f"{self.node_label}.{self.name}" if self.name else self.node_label
+
+    @property
+    def parent_in_stack(self) -> str | None:
+        """The name of the stack's cache this one fetches from, if any."""
+        return self.upstream if self.upstream and not self.upstream.startswith("https://") else None
+
     def effective_service_name(self, stack: str) -> str:
-        return self.service_name or f"msr-cache-{stack}"
+        if self.service_name:
+            return self.service_name
+        return f"msr-cache-{stack}-{self.name}" if self.name else f"msr-cache-{stack}"
 
     def effective_cache_name(self, stack: str) -> str:
-        return self.cache_name or stack
+        if self.cache_name:
+            return self.cache_name
+        return f"{stack}-{self.name}" if self.name else stack
 
     def effective_volume_name(self, stack: str) -> str:
         return self.storage.volume_name or f"{self.effective_service_name(stack)}-data"

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from components.settings_messages import NAMESPACE
-from components.settings_model import OBJECT_KEYS
+from components.settings_model import LIST_KEYS, OBJECT_KEYS
 
 PROJECT_FILE = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
 
@@ -28,7 +28,7 @@ def project_defaults() -> dict[str, Any]:
 
 
 def known_keys() -> set[str]:
-    return set(_declared()) | set(OBJECT_KEYS)
+    return set(_declared()) | set(OBJECT_KEYS) | set(LIST_KEYS)
 
 
 def raw_from_pulumi_config() -> tuple[dict[str, Any], frozenset[str]]:
@@ -54,8 +54,8 @@ def raw_from_pulumi_config() -> tuple[dict[str, Any], frozenset[str]]:
             continue
         key = full_key[len(prefix) :]
         value = rc.get_config(full_key)
-        if key in OBJECT_KEYS and isinstance(value, str):
-            # Not JSON: left as text, which validation reports as "not an object".
+        if key in (*OBJECT_KEYS, *LIST_KEYS) and isinstance(value, str):
+            # Not JSON: left as text, which validation reports as not an object or list.
             with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(value)
         raw[key] = value

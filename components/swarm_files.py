@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
@@ -27,7 +28,9 @@ from components.registry_config import (
     CACHE_CERT,
     CACHE_KEY,
     CONFIG_PATH,
+    GCS_KEYFILE,
     MSR_CA,
+    UPSTREAM_CA,
     CacheConfig,
     render_config,
 )
@@ -56,7 +59,8 @@ class CacheFilesArgs:
     key_pem: pulumi.Input[str]
     """The cache private key; stored only as a Swarm secret."""
     msr_ca_pem: str | None
-    """MSR's CA; None when MSR's certificate is publicly trusted."""
+    """MSR's CA, when the cache fetches from MSR; None when MSR's certificate is
+    publicly trusted or the cache fetches from a parent cache."""
     cache_url: str
     """http.host: the URL clients use."""
     upstreams: list[str]
@@ -65,6 +69,14 @@ class CacheFilesArgs:
     log_level: str
     labels: dict[str, str] = field(default_factory=dict)
     """Labels put on every Swarm object, to find them by stack."""
+    upstream_ca_pem: pulumi.Input[str] | None = None
+    """The parent cache's CA (or its certificate), when the upstream is a cache
+    not publicly trusted: `cas` lists it, as the docs ask for the next hop."""
+    storage_driver: dict[str, Any] | None = None
+    """Distribution's object-storage section (registry_config.storage_driver);
+    None for the filesystem."""
+    gcs_keyfile: str | None = None
+    """The gcs driver's service account key (JSON), mounted for config.yml."""
 
 
 class CacheFiles(pulumi.ComponentResource):
@@ -99,6 +111,10 @@ class CacheFiles(pulumi.ComponentResource):
         ]
         if args.msr_ca_pem:
             self.secrets.append(secret("msr-ca", MSR_CA, args.msr_ca_pem))
+        if args.upstream_ca_pem is not None:
+            self.secrets.append(secret("upstream-ca", UPSTREAM_CA, args.upstream_ca_pem))
+        if args.gcs_keyfile is not None:
+            self.secrets.append(secret("gcs-keyfile", GCS_KEYFILE, args.gcs_keyfile))
 
         # Signs the cache's upload state; Distribution wants it random and shared
         # by all replicas, so it is generated once and kept in the state.
@@ -106,6 +122,7 @@ class CacheFiles(pulumi.ComponentResource):
             f"{name}-http-secret", length=HTTP_SECRET_LENGTH, special=False, opts=child
         )
         trust = bool(args.msr_ca_pem)
+        # Storage credentials go only into this text, which is a secret.
         rendered = http_secret.result.apply(
             lambda value: render_config(
                 CacheConfig(
@@ -115,6 +132,8 @@ class CacheFiles(pulumi.ComponentResource):
                     trust_msr_ca=trust,
                     blob_ttl=args.blob_ttl,
                     log_level=args.log_level,
+                    trust_upstream_ca=args.upstream_ca_pem is not None,
+                    storage_driver=args.storage_driver,
                 )
             )
         )

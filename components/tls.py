@@ -28,7 +28,7 @@ SERVER_USES = ["key_encipherment", "digital_signature", "server_auth"]
 
 
 def subject_alt_names(
-    cache_host: str, cache_node: str, extra_dns: list[str], extra_ips: list[str]
+    cache_host: str, cache_nodes: list[str], extra_dns: list[str], extra_ips: list[str]
 ) -> tuple[list[str], list[str]]:
     """(DNS names, IP addresses) for the certificate, without duplicates.
 
@@ -43,8 +43,9 @@ def subject_alt_names(
         target = ips if is_ip(host) else dns
         if host.lower() not in (t.lower() for t in target):
             target.append(host)
-    if is_fqdn(cache_node) and cache_node.lower() not in (d.lower() for d in dns):
-        dns.append(cache_node)
+    for node in cache_nodes:
+        if is_fqdn(node) and node.lower() not in (d.lower() for d in dns):
+            dns.append(node)
     return dns, ips
 
 
@@ -54,8 +55,9 @@ class CacheTlsArgs:
     """The tls settings (mode and material)."""
     cache_host: str
     """Name clients use; the certificate's first SAN and its common name."""
-    cache_node: str
-    """Swarm node hostname; added as a SAN when it is an FQDN."""
+    cache_nodes: list[str]
+    """Swarm node hostnames; each added as a SAN when it is an FQDN (a task
+    published on a host port is often reached by its node's name)."""
     # Looked up at call time so tests can move the clock (rotation.utcnow).
     now: dt.datetime = field(default_factory=lambda: rotation.utcnow())
     """When this run happens: picks the rotation period (tls.rotateEvery)."""
@@ -75,7 +77,7 @@ class CacheTls(pulumi.ComponentResource):
         super().__init__("msrcache:index:CacheTls", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         s = args.settings
-        dns, ips = subject_alt_names(args.cache_host, args.cache_node, s.dns_names, s.ip_addresses)
+        dns, ips = subject_alt_names(args.cache_host, args.cache_nodes, s.dns_names, s.ip_addresses)
         subject = {"common_name": args.cache_host, "organization": "MSR content cache"}
 
         if s.mode == "provided":

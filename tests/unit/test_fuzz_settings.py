@@ -308,6 +308,68 @@ VALUES: dict[str, dict[str, st.SearchStrategy[str]]] = {
     ),
     "secretFiles": _object(SECRET_FILES_VALID, SECRET_FILES_NEAR_FIELD, ["mode", "uid", "gid"]),
 }
+# Several caches: entries over the top-level keys (the stack's defaults).
+ENTRY_VALID = st.builds(
+    lambda i, port, extra: {
+        "name": f"c{i}", "cacheHost": f"c{i}.example.com", "cacheNode": f"node{i}", "cachePort": port, **extra
+    },
+    st.integers(0, 9),
+    st.integers(5000, 5009),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "publishMode": PUBLISH,
+            "blobTtl": DURATION,
+            "logLevel": LOG_LEVEL,
+            "upstream": st.sampled_from(["c0", "c1", "https://parent.example.com"]),
+            "tls": TLS_VALID,
+        },
+    ),
+)  # fmt: skip
+ENTRY_NEAR_FIELD: dict[str, st.SearchStrategy[Any]] = {
+    "name": st.sampled_from(["Asia", "a b", "", None, "-x", "a" * 40, 3]),
+    "cachePort": st.sampled_from([0, "443", 70000, None]),
+    "cacheNode": NODE_NEAR,
+    "nodes": st.sampled_from([[], "n1", ["n1", "n1"], [1], ["bad node"]]),
+    "replicas": st.sampled_from([0, 2, "2", 51, True]),
+    "upstream": st.sampled_from(["self", "c9", "http://p.example.com", "Nope!", 1]),
+    "msrHost": st.just("msr2.example.com"),  # a stack-wide key in an entry
+    "storage": STORAGE_VALID,
+    "tls": TLS_VALID,
+}
+
+
+@st.composite
+def _entries(draw: st.DrawFn, near: bool) -> list[Any]:
+    entries = [dict(e) for e in draw(st.lists(ENTRY_VALID, min_size=1, max_size=3))]
+    if near:
+        entry = entries[draw(st.integers(0, len(entries) - 1))]
+        for field in draw(st.lists(st.sampled_from(sorted(ENTRY_NEAR_FIELD)), min_size=1, max_size=2)):
+            entry[field] = draw(ENTRY_NEAR_FIELD[field])
+    return entries
+
+
+NODES = st.lists(NODE, min_size=1, max_size=3, unique=True)
+VALUES.update(
+    {
+        "replicas": _scalar(st.just("1"), st.sampled_from(["0", "2", "-1", "51", "two", "1.5"])),
+        "upstream": _scalar(
+            st.sampled_from(["", "https://parent.example.com", "https://parent.example.com:8443"]),
+            st.sampled_from(["http://parent.example.com", "parent.example.com", "asia", "https://", "Asia!"]),
+        ),
+        "upstreamCaPem": _scalar(MSR_CA_CERT, MSR_CA_CERT_NEAR),
+        "nodes": {
+            "valid": NODES.map(json.dumps),
+            "near": st.sampled_from([[], ["n1", "n1"], ["bad node"], "n1", [None]]).map(json.dumps),
+            "wild": st.one_of(JSON.map(json.dumps), ARBITRARY, PEM_TEXT),
+        },
+        "caches": {
+            "valid": _entries(False).map(json.dumps),
+            "near": _entries(True).map(json.dumps),
+            "wild": st.one_of(JSON.map(json.dumps), ARBITRARY, PEM_TEXT),
+        },
+    }
+)
 UNKNOWN_KEY = st.one_of(
     st.sampled_from(["msrhost", "cacheport", "TLS", "tls.mode", "tls.keyPem", "storage.mode", "imageTag"]),
     st.text(string.ascii_letters + string.digits + "._-", min_size=1, max_size=20),
@@ -473,7 +535,7 @@ def check_refusal(message: str, config: dict[str, str], secret_keys: tuple[str, 
     for line in problems:
         m = PROBLEM.match(line)
         assert m, f"not a problem line: {line[:200]!r}"
-        root = m.group("key").split(".")[0]
+        root = re.sub(r"\[\d+\]$", "", m.group("key").split(".")[0])
         assert root in allowed or m.group("key") in allowed, line[:200]
         assert "expected" in line or "is required" in line, line[:200]
     # Nothing secret: no private key (header or body), no part of a secret value.

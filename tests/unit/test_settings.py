@@ -83,6 +83,7 @@ def test_pulumi_yaml_declares_a_default_for_every_optional_scalar_key() -> None:
     assert set(DECLARED_DEFAULTS) == {
         "msrPort", "msrCaCert", "fetchMsrCa", "cachePort", "nodeLabel", "image",
         "blobTtl", "logLevel", "publishMode", "serviceName", "register", "cacheName", "msrUser", "msrToken",
+        "replicas", "upstream", "upstreamCaPem",
     }  # fmt: skip
 
 

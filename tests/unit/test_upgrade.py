@@ -10,6 +10,8 @@ secret, updates the service in place, then deletes the config.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,3 +62,51 @@ def test_every_previous_urn_is_registered_again(config: dict[str, Any], previous
 def test_the_only_new_resource_is_config_yml_as_a_secret(config: dict[str, Any]) -> None:
     previous = PREVIOUS | ({VOLUME} if config else set())
     assert urns(config) - previous == ADDED
+
+
+# ---------------------------------------------------------------------------
+# Issue 13 (several caches per stack): without `caches`, the program registers
+# exactly what release f6e281a registered, with the same inputs.
+# ---------------------------------------------------------------------------
+
+# Recorded by running release f6e281a's program (a `git worktree` of it) under the
+# same mocks, with the configurations below; values the mocks generate afresh on
+# every run (keys, Swarm data, the pickled provider) are masked.
+RECORDED = Path(__file__).parent / "data" / "registrations-f6e281a.json"
+BEFORE_CACHES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
+    "default": ({}, ()),
+    "volume": ({"storage": {"mode": "volume"}}, ()),
+    "host-ecdsa": ({"publishMode": "host", "tls": {"keyAlgorithm": "ECDSA"}, "cachePort": 8443}, ()),
+    "registered": ({"register": True, "msrUser": "admin", "msrToken": "t0ken-t0ken-t0ken"}, ("msrToken",)),
+}
+GENERATED = ("__provider", "data", "privateKeyPem", "certRequestPem", "caPrivateKeyPem")
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "<generated>" if k in GENERATED else _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
+
+
+def registrations(config: dict[str, Any], secret_keys: tuple[str, ...]) -> dict[str, Any]:
+    """URN -> the inputs it was registered with (masked), components included."""
+    run = run_program(config, secret_keys=secret_keys)
+    by_name = {urn.rsplit("::", 1)[1]: urn for urn in run.mocks.urns.values()}
+    return {by_name[r.name]: _masked(r.plain) for r in run.mocks.resources if r.name in by_name}
+
+
+@pytest.mark.parametrize("case", sorted(BEFORE_CACHES))
+def test_without_caches_every_urn_is_the_one_f6e281a_registered(case: str) -> None:
+    recorded = json.loads(RECORDED.read_text())[case]
+    assert sorted(registrations(*BEFORE_CACHES[case])) == sorted(recorded)
+
+
+@pytest.mark.parametrize("case", sorted(BEFORE_CACHES))
+def test_without_caches_every_resource_has_the_inputs_f6e281a_gave_it(case: str) -> None:
+    """The same inputs: `pulumi up` after the upgrade finds nothing to change."""
+    recorded = json.loads(RECORDED.read_text())[case]
+    now = registrations(*BEFORE_CACHES[case])
+    changed = sorted(urn for urn in recorded if now.get(urn) != recorded[urn])
+    assert not changed, changed

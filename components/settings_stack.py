@@ -172,12 +172,27 @@ def entry_secret_keys(secret_keys: frozenset[str], entry: Mapping[str, Any]) -> 
 
 def entry_problem(problem: Problem, i: int, entry: Mapping[str, Any], top: Mapping[str, Any]) -> Problem:
     """A problem of entry `i`'s merged values, named where the value is set:
-    the entry's key, or the stack's top-level key it inherited."""
-    top_key = problem.key.split(".")[0]
-    if top_key in ("name", *ENTRY_KEYS) and (top_key in entry or top_key not in top):
-        key = f"caches[{i}].{problem.key}"
-        return Problem(key, problem.message.replace(f"--path {problem.key} ", f"--path '{key}' "))
-    return problem
+    the stack's top-level key when the value came from there, else the
+    entry's key (a per-cache value given nowhere belongs in the entry)."""
+    path = problem.key.split(".")
+    if path[0] not in ("name", *ENTRY_KEYS):
+        return problem
+    if _given(top, path) and not _given(entry, path):
+        return problem
+    key = f"caches[{i}].{problem.key}"
+    return Problem(key, problem.message.replace(f"--path {problem.key} ", f"--path '{key}' "))
+
+
+def _given(values: Mapping[str, Any], path: list[str]) -> bool:
+    node: Any = values
+    for part in path:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return node is not None
 
 
 def cross_cache_problems(entries: list[tuple[int, Settings]], stack: str) -> list[Problem]:

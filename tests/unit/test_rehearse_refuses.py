@@ -155,12 +155,13 @@ def test_a_file_name_that_is_no_stack_name_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_prod_template_without_its_certificate_is_refused_like_up(tmp_path: Path) -> None:
-    """The committed prod stack lacks the certificate and key the operator adds:
-    `pulumi up` refuses it, so the rehearsal does, naming both keys."""
+    """The committed prod stack lacks each site's certificate and key, which the
+    operator adds: `pulumi up` refuses it, so the rehearsal does, naming each."""
     proc, _ = rehearse_up(tmp_path, ROOT / "stacks/Pulumi.prod.yaml")
     assert proc.returncode == 2
-    assert "msr-cache:tls.certPem: is required" in proc.stderr
-    assert "msr-cache:tls.keyPem: is required" in proc.stderr
+    for site in (0, 1):
+        assert f"msr-cache:caches[{site}].tls.certPem: is required" in proc.stderr
+        assert f"msr-cache:caches[{site}].tls.keyPem: is required" in proc.stderr
 
 
 def test_check_passes_a_good_stack_and_starts_nothing(tmp_path: Path) -> None:

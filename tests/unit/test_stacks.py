@@ -33,22 +33,40 @@ def test_stack_runs_with_the_documented_secrets(path: Path) -> None:
         tls |= {"caCertPem": ca.cert_pem, "caKeyPem": ca.key_pem}
     elif tls.get("mode") == "provided":
         inter = pki.make_ca("Intermediate", issuer=pki.make_ca("Root"))
-        leaf = pki.make_leaf(config["cacheHost"], dns=[config["cacheHost"]], issuer=inter)
-        tls |= {"certPem": leaf.cert_pem, "keyPem": leaf.key_pem, "chainPem": inter.cert_pem}
-    secret_keys: tuple[str, ...] = ("tls",)
+        tls |= {"chainPem": inter.cert_pem}
+        # Each site's own certificate, or the one cache's.
+        for entry in config.get("caches") or [config]:
+            leaf = pki.make_leaf(entry["cacheHost"], dns=[entry["cacheHost"]], issuer=inter)
+            own = {"certPem": leaf.cert_pem, "keyPem": leaf.key_pem}
+            if "caches" in config:
+                entry["tls"] = own
+            else:
+                tls |= own
+    secret_keys: tuple[str, ...] = ("tls", "caches")
     if path.name != "Pulumi.dev.yaml":
         config["msrCaCert"] = pki.make_ca("MSR CA").cert_pem
         config |= {"msrUser": "admin", "msrToken": "an-access-token"}
         secret_keys += ("msrToken",)
     run = run_program(config={**config, "tls": tls}, secret_keys=secret_keys, base={}, stack=path.stem)
-    assert run.exports["cacheUrl"].startswith(f"https://{config['cacheHost']}")
+    for entry in config.get("caches") or [config]:
+        urls = [c["cacheUrl"] for c in run.exports["caches"].values()]
+        assert any(url.startswith(f"https://{entry['cacheHost']}") for url in urls)
+
+
+def test_prod_shows_two_sites_each_registered_under_its_region_name() -> None:
+    config = stack_config(ROOT / "stacks/Pulumi.prod.yaml")
+    assert [(c["name"], c["cacheName"]) for c in config["caches"]] == [
+        ("asia", "region-asia"), ("europe", "region-europe")
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("path", [p for p in STACKS if "dev" not in p.name], ids=lambda p: p.name)
 def test_stack_without_its_secrets_is_refused_with_the_key_to_set(path: Path) -> None:
     import pulumi
 
-    with pytest.raises(pulumi.RunError, match=r"msr-cache:tls\.(caCertPem|certPem): is required"):
+    with pytest.raises(
+        pulumi.RunError, match=r"msr-cache:(caches\[0\]\.)?tls\.(caCertPem|certPem): is required"
+    ):
         run_program(config=stack_config(path), base={})
 
 

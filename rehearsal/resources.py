@@ -435,7 +435,9 @@ CONTAINER = {
 }
 TASK = {
     "containerSpec": Field("ContainerSpec", CONTAINER),
-    "placement": Field("Placement", {"constraints": Field("Constraints", list)}),
+    "placement": Field(
+        "Placement", {"constraints": Field("Constraints", list), "maxReplicas": Field("MaxReplicas", integer)}
+    ),
     "restartPolicy": Field(
         "RestartPolicy",
         {
@@ -567,14 +569,15 @@ class Service:
         stale: set[str] | frozenset[str] = frozenset(),
         earlier: set[str] | frozenset[str] = frozenset(),
     ) -> None:
-        """Wait, as the provider does with convergeConfig, until the task runs
-        (a task not in `stale`) and an update has completed; a paused or rolled
-        back update fails."""
+        """Wait, as the provider does with convergeConfig, until every replica's
+        task runs (tasks not in `stale`) and an update has completed; a paused
+        or rolled back update fails."""
         cfg = inputs.get("convergeConfig") or {}
         delay = nanoseconds(cfg.get("delay", "7s")) / 1e9
         timeout = nanoseconds(cfg.get("timeout", "3m")) / 1e9
         deadline = time.monotonic() + timeout
         last = "no task yet"
+        wanted = ((inputs.get("mode") or {}).get("replicated") or {}).get("replicas") or 1
         while time.monotonic() < deadline:
             service = ctx.client.api.inspect_service(service_id)
             update_state = (service.get("UpdateStatus") or {}).get("State")
@@ -590,7 +593,7 @@ class Service:
             tasks = ctx.client.api.tasks(filters={"service": service_id, "desired-state": "running"})
             running = [t for t in tasks if t["Status"]["State"] == "running" and t["ID"] not in stale]
             settled = not updated or update_state in (None, "completed")
-            if running and settled:
+            if len(running) >= wanted and settled:
                 return
             history = ctx.client.api.tasks(filters={"service": service_id})
             errors = [t["Status"].get("Err") or t["Status"].get("Message") for t in history]

@@ -304,3 +304,20 @@ def test_a_single_cache_can_have_replicas_on_a_shared_volume() -> None:
     assert r.service["mode"]["replicated"]["replicas"] == 3
     assert r.service["taskSpec"]["placement"]["maxReplicas"] == 1
     assert r.service["taskSpec"]["placement"]["constraints"] == ["node.labels.dtr.cache == true"]
+
+
+def test_reordering_the_caches_changes_no_resource() -> None:
+    """Entries are found by name: the same URNs and inputs in any order."""
+
+    def inputs(config: dict[str, Any]) -> dict[str, Any]:
+        r = run(config)
+        return {r.urn_of(x.name): x.plain for x in r.resources if x.typ != LABEL}
+
+    swapped = {**TWO_SITES, "caches": list(reversed(TWO_SITES["caches"]))}
+    first, second = inputs(TWO_SITES), inputs(swapped)
+    assert sorted(first) == sorted(second)
+    generated = ("data", "privateKeyPem")
+    for urn, props in first.items():
+        assert {k: v for k, v in props.items() if k not in generated} == {
+            k: v for k, v in second[urn].items() if k not in generated
+        }, urn

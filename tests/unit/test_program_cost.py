@@ -30,10 +30,16 @@ def test_n_caches_register_n_times_what_main_registers() -> None:
         assert len({r.name for r in mocks.resources}) == n * per_cache
 
 
+def test_n_caches_are_the_entries_of_caches_in_the_real_program() -> None:
+    mocks = program_cost.run_caches(2)
+    components = sorted(r.name for r in mocks.resources if r.typ == "msrcache:index:MsrCache")
+    assert components == ["msr-cache-c0", "msr-cache-c1"]  # __main__.py's names for caches entries
+
+
 def test_caches_are_distinct() -> None:
     mocks = program_cost.run_caches(3)
     services = [r.plain for r in mocks.resources if r.typ == "docker:index/service:Service"]
-    assert sorted(s["name"] for s in services) == ["msr-cache-0", "msr-cache-1", "msr-cache-2"]
+    assert sorted(s["name"] for s in services) == ["msr-cache-dev-c0", "msr-cache-dev-c1", "msr-cache-dev-c2"]
     ports = sorted(s["endpointSpec"]["ports"][0]["publishedPort"] for s in services)
     assert ports == [5000, 5001, 5002]
     certs = [r.plain for r in mocks.resources if r.typ == "tls:index/selfSignedCert:SelfSignedCert"]
@@ -68,7 +74,7 @@ def test_measure_in_fresh_interpreters() -> None:
         assert case["importSeconds"] + case["evaluationSeconds"] == pytest.approx(case["seconds"], abs=1e-3)
         assert case["evaluationSeconds"] > 0
     table = program_cost.table(results)
-    assert "__main__.py (1 cache)" in table and "3 MsrCache(s)" in table
+    assert "__main__.py (1 cache)" in table and "3 cache(s) in caches" in table
 
 
 def test_ratio_to_one_cache_is_against_the_one_cache_case(monkeypatch: pytest.MonkeyPatch) -> None:

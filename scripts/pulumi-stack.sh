@@ -8,12 +8,15 @@
 #           then runs ACTION, which repeats the (then instant) checks
 #   rotate  pulumi up, replacing the cache's private key now (forced rotation):
 #           the certificate and both Swarm secrets follow, the service is updated
-#           in place
+#           in place. A stack with several caches (msr-cache:caches) says which
+#           with CACHE=<name> (make rotate STACK=prod CACHE=asia)
 #   drift   pulumi refresh --preview-only --expect-no-changes: fails when the swarm
 #           no longer matches the state (label removed by hand, service edited);
 #           runs `check` first
-#   check   fails when the cache's certificate (stack output certificateNotAfter)
-#           expires within 30 days (CHECK_DAYS), saying when and how to renew it
+#   check   fails when a cache's certificate expires within 30 days (CHECK_DAYS),
+#           naming the cache and saying when and how to renew it: every cache of
+#           the stack output `caches` (its certificateNotAfter), or, for a stack
+#           deployed before that output existed, the output certificateNotAfter
 #
 # Set-up it does by itself (README "The two commands"):
 #   - no `pulumi` on PATH: installs the pinned CLI (scripts/pulumi-cli.env) into
@@ -110,46 +113,171 @@ manager_answers "$docker_host" || fail "cannot reach a Swarm manager at ${docker
 
 [ -z "$preparing" ] || exit 0
 
-# The certificate's end (the stack's certificateNotAfter), against CHECK_DAYS (30).
+# The names of the stack's caches (msr-cache:caches[i].name), one a line, in the
+# stack's order; nothing for a stack without caches (its one cache).
+cache_names() {
+  local i=0 name
+  while [ "$i" -lt 1000 ] && name=$(pulumi config get --path "caches[$i].name" --stack "$stack" 2>/dev/null); do
+    printf '%s\n' "$name"
+    i=$((i + 1))
+  done
+}
+# Lines as one comma-separated list.
+listed() { paste -sd, - | sed 's/,/, /g'; }
+
+# Every cache's certificate end against CHECK_DAYS (30): each cache of the stack
+# output `caches`; a stack deployed before that output existed has only the
+# top-level certificateNotAfter of its one cache.
 check_certificate() {
-  local not_after mode
-  not_after=$(pulumi stack output certificateNotAfter --stack "$stack" 2>/dev/null) && [ -n "$not_after" ] ||
-    fail "stack $stack has no certificateNotAfter output: make up STACK=$stack first"
-  mode=$(pulumi config get --path tls.mode --stack "$stack" 2>/dev/null || echo selfSigned)
-  python3 - "$stack" "$not_after" "${CHECK_DAYS:-30}" "$mode" <<'PY'
+  local caches not_after=
+  caches=$(pulumi stack output caches --json --stack "$stack" 2>/dev/null) || caches=
+  case "$caches" in '' | null | '{}') caches= ;; esac
+  if [ -z "$caches" ]; then
+    not_after=$(pulumi stack output certificateNotAfter --stack "$stack" 2>/dev/null) && [ -n "$not_after" ] ||
+      fail "stack $stack has no caches output and no certificateNotAfter output: make up STACK=$stack first"
+  fi
+  case "${CHECK_DAYS:-30}" in '' | *[!0-9]*) fail "CHECK_DAYS=${CHECK_DAYS:-} is not a whole number of days" ;; esac
+  python3 - "$stack" "${CHECK_DAYS:-30}" "$caches" "$not_after" <<'PY'
 import datetime as dt
+import json
+import subprocess
 import sys
 
-stack, text, limit, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+stack, limit, caches_json, top_not_after = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+now = dt.datetime.now(dt.UTC)
+
+
+def config(path):
+    """`pulumi config get --path PATH` of the stack; None when it is not set."""
+    try:
+        done = subprocess.run(
+            ["pulumi", "config", "get", "--path", path, "--stack", stack],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    value = done.stdout.strip()
+    return value if done.returncode == 0 and value else None
+
+
+names = None
+
+
+def entry_index(name):
+    """The index of cache `name` in msr-cache:caches; None for the stack's one cache."""
+    global names
+    if names is None:
+        names = []
+        while len(names) < 1000 and (found := config(f"caches[{len(names)}].name")) is not None:
+            names.append(found)
+    return names.index(name) if name in names else None
+
+
+def how(name):
+    """What renews cache `name`'s certificate (None: the stack's one cache)."""
+    i = entry_index(name) if name is not None else None
+    entry = f"caches[{i}]." if i is not None else ""
+    mode = (config(entry + "tls.mode") if entry else None) or config("tls.mode") or "selfSigned"
+    if mode == "provided":
+        # An entry's own certificate, or the stack's that the entry inherits.
+        at = entry if entry and (config(entry + "tls.mode") or config(entry + "tls.certPem")) else ""
+        return f"set the renewed {at}tls.certPem (and {at}tls.keyPem), then make up STACK={stack}"
+    which = f" CACHE={name}" if i is not None else ""
+    return f"make up STACK={stack} renews it (tls.renewBeforeHours), or make rotate STACK={stack}{which}"
+
+
+def check(name, text):
+    """True when the certificate of cache `name` (None: the stack's one cache) ends after the limit."""
+    whose = f"{stack}: cache {name}: the certificate" if name is not None else f"{stack}: the cache's certificate"
+    try:
+        end = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        where = f"{stack}: cache {name}'s" if name is not None else f"stack {stack}'s"
+        print(f"msr-cache: {where} certificateNotAfter is not a date: {text!r}", file=sys.stderr)
+        return False
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=dt.UTC)
+    days = (end - now).total_seconds() / 86400
+    when = end.strftime("%Y-%m-%d %H:%M UTC")
+    if days > limit:
+        print(f"msr-cache: {whose} expires {when}, in {days:.0f} days")
+        return True
+    state = "EXPIRED" if days <= 0 else f"expires in {days:.0f} days"
+    print(f"msr-cache: {whose} {state} ({when}), within {limit} days: {how(name)}", file=sys.stderr)
+    return False
+
+
+if not caches_json:
+    sys.exit(0 if check(None, top_not_after) else 1)
 try:
-    end = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    caches = json.loads(caches_json)
 except ValueError:
-    sys.exit(f"msr-cache: stack {stack}'s certificateNotAfter is not a date: {text!r}")
-if end.tzinfo is None:
-    end = end.replace(tzinfo=dt.UTC)
-days = (end - dt.datetime.now(dt.UTC)).total_seconds() / 86400
-when = end.strftime("%Y-%m-%d %H:%M UTC")
-if days > limit:
-    print(f"msr-cache: {stack}: the cache's certificate expires {when}, in {days:.0f} days")
-    sys.exit(0)
-how = (
-    "set the renewed tls.certPem (and tls.keyPem), then make up STACK=" + stack
-    if mode == "provided"
-    else "make up STACK=" + stack + " renews it (tls.renewBeforeHours), or make rotate STACK=" + stack
-)
-state = "EXPIRED" if days <= 0 else f"expires in {days:.0f} days"
-print(f"msr-cache: {stack}: the cache's certificate {state} ({when}), within {limit} days: {how}", file=sys.stderr)
-sys.exit(1)
+    caches = None
+if not isinstance(caches, dict):
+    sys.exit(f"msr-cache: {stack}: the caches output is not a map of caches: make up STACK={stack}")
+failed = []
+for name, cache in sorted(caches.items()):
+    not_after = cache.get("certificateNotAfter") if isinstance(cache, dict) else None
+    if not not_after:
+        print(
+            f"msr-cache: {stack}: cache {name}: the caches output has no certificateNotAfter for it: "
+            f"make up STACK={stack}",
+            file=sys.stderr,
+        )
+        failed.append(name)
+    elif not check(name, not_after):
+        failed.append(name)
+if failed:
+    print(
+        f"msr-cache: {stack}: {len(failed)} of {len(caches)} caches fail the certificate check "
+        f"({limit} days): {', '.join(failed)}",
+        file=sys.stderr,
+    )
+    sys.exit(1)
 PY
 }
 
 case "$action" in
   rotate)
     pulumi stack select "$stack" >/dev/null 2>&1 || fail "stack $stack does not exist yet: make up STACK=$stack first"
-    mode=$(pulumi config get --path tls.mode --stack "$stack" 2>/dev/null || echo selfSigned)
-    [ "$mode" != provided ] || fail "tls.mode is provided: rotate by setting the new tls.certPem and tls.keyPem, then make up"
-    urn=$(.venv/bin/python -c 'import sys; from components.rotation import key_urn; print(key_urn(sys.argv[1]))' "$stack") \
-      || fail "could not compute the key's URN (make venv first)"
+    # Which cache: the stack's one cache, or with caches the entry named CACHE (the
+    # only one when the list has one).
+    names=$(cache_names)
+    cache=${CACHE:-}
+    entry=
+    if [ -z "$names" ]; then
+      [ -z "$cache" ] || fail "stack $stack has no caches list: its one cache is rotated by make rotate STACK=$stack, without CACHE"
+    else
+      if [ -z "$cache" ]; then
+        [ "$(printf '%s\n' "$names" | wc -l)" -eq 1 ] ||
+          fail "stack $stack has several caches ($(printf '%s\n' "$names" | listed)): say which, \
+make rotate STACK=$stack CACHE=<name>"
+        cache=$names
+      fi
+      index=$(printf '%s\n' "$names" | grep -nxF -- "$cache" | head -n1 | cut -d: -f1)
+      [ -n "$index" ] || fail "stack $stack has no cache $cache; its caches are: $(printf '%s\n' "$names" | listed)"
+      entry="caches[$((index - 1))]."
+    fi
+    mode=
+    [ -z "$entry" ] || mode=$(pulumi config get --path "${entry}tls.mode" --stack "$stack" 2>/dev/null) || mode=
+    [ -n "$mode" ] || mode=$(pulumi config get --path tls.mode --stack "$stack" 2>/dev/null) || mode=
+    [ "${mode:-selfSigned}" != provided ] ||
+      fail "${entry}tls.mode is provided: rotate by setting the new ${entry}tls.certPem and ${entry}tls.keyPem, then make up"
+    # The key's URN: the one cache's (components.rotation.key_urn), or that of the
+    # component msr-cache-<name> (components.caches) for a cache of caches.
+    urn=$(.venv/bin/python - "$stack" "${entry:+$cache}" <<'PY'
+import sys
+
+from components.caches import ROOT_NAME
+from components.rotation import key_urn
+
+stack, name = sys.argv[1], sys.argv[2]
+urn = key_urn(stack)
+one = f"::{ROOT_NAME}-tls-key"
+assert urn.endswith(one), urn
+print(urn[: -len(one)] + f"::{ROOT_NAME}-{name}-tls-key" if name else urn)
+PY
+    ) || fail "could not compute the key's URN (make venv first)"
     exec pulumi up --stack "$stack" --replace "$urn" --policy-pack policy
     ;;
   check)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import json
 import os
 import re
 import stat
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from components import rotation
-from rehearsal.engine import ROOT
+from rehearsal.engine import ROOT, Run, run_program
 
 SCRIPT = ROOT / "scripts/pulumi-stack.sh"
 
@@ -29,9 +30,16 @@ echo "$1 backend=${PULUMI_BACKEND_URL:-} passphrase=${PULUMI_CONFIG_PASSPHRASE_F
 case "$1" in
   whoami) [ -z "$NO_LOGIN" ] || [ -n "$PULUMI_BACKEND_URL" ] ;;
   config)
-    if [ "$2 $3 $4" = "get --path tls.mode" ] && [ -n "$TLS_MODE" ]; then echo "$TLS_MODE"; exit 0; fi
-    exit 1 ;;
+    [ "$2 $3" = "get --path" ] || exit 1
+    if [ "$4" = tls.mode ] && [ -n "$TLS_MODE" ]; then echo "$TLS_MODE"; exit 0; fi
+    # CONFIG: the stack's config, a PATH=VALUE a line (caches[0].name=asia).
+    printf '%s\n' "$CONFIG" |
+      awk -v k="$4=" 'index($0, k) == 1 { print substr($0, length(k) + 1); f = 1 } END { exit !f }' ;;
   stack)
+    if [ "$2 $3" = "output caches" ]; then
+      [ -z "$CACHES" ] || { echo "$CACHES"; exit 0; }
+      echo "error: current stack does not have output property 'caches'" >&2; exit 255
+    fi
     if [ "$2" = output ]; then [ -n "$NOT_AFTER" ] && echo "$NOT_AFTER"; exit; fi
     [ "$2" != select ] || [ -z "$NO_STACK" ] ;;
   *) exit 0 ;;
@@ -164,7 +172,156 @@ def test_check_of_a_provided_certificate_says_to_set_the_new_one(env: dict[str, 
 
 def test_check_needs_the_output(env: dict[str, str]) -> None:
     code, err, _ = run("check", "prod", env)
-    assert code == 1 and "has no certificateNotAfter output: make up STACK=prod first" in err
+    assert code == 1
+    assert "has no caches output and no certificateNotAfter output: make up STACK=prod first" in err
+
+
+# ---------------------------------------------------------------------------
+# Several caches: the `caches` output, and CACHE= for rotate
+# ---------------------------------------------------------------------------
+
+TWO_SITES = {
+    "publishMode": "host",
+    "caches": [
+        {"name": "asia", "cacheHost": "cache-asia.example.com", "cacheNode": "asia-1"},
+        {"name": "europe", "cacheHost": "cache-europe.example.com", "cacheNode": "europe-1"},
+    ],
+}
+TWO_NAMES = "caches[0].name=asia\ncaches[1].name=europe"
+
+
+@pytest.fixture(scope="module")
+def two_sites() -> Run:
+    """The program run with two caches: its `caches` output, and its URNs."""
+    return run_program(TWO_SITES, stack="prod")
+
+
+def caches_output(run: Run, **not_after: str) -> str:
+    """The `caches` output as `pulumi stack output caches --json` prints it, with
+    the certificateNotAfter of the caches named here replaced."""
+    caches = json.loads(json.dumps(run.exports["caches"]))
+    for name, value in not_after.items():
+        caches[name]["certificateNotAfter"] = value
+    return json.dumps(caches, indent=2)
+
+
+def test_check_reads_every_cache_of_the_caches_output(env: dict[str, str], two_sites: Run) -> None:
+    out = caches_output(two_sites, asia=in_days(200), europe=in_days(90))
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "check", "prod"], cwd=ROOT, env={**env, "CACHES": out},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "prod: cache asia: the certificate expires" in proc.stdout and "in 200 days" in proc.stdout
+    assert "prod: cache europe: the certificate expires" in proc.stdout and "in 90 days" in proc.stdout
+
+
+def test_check_names_the_cache_whose_certificate_ends(env: dict[str, str], two_sites: Run) -> None:
+    out = caches_output(two_sites, asia=in_days(200), europe=in_days(10))
+    code, err, calls = run("check", "prod", env, CACHES=out, NOT_AFTER=in_days(300), CONFIG=TWO_NAMES)
+    assert code == 1
+    assert "prod: cache europe: the certificate expires in 10 days" in err
+    how = "make up STACK=prod renews it (tls.renewBeforeHours), or make rotate STACK=prod CACHE=europe"
+    assert f"within 30 days: {how}" in err
+    assert "cache asia" not in err
+    assert "1 of 2 caches fail the certificate check (30 days): europe" in err
+    # The caches output, not the top-level output of a stack's one cache.
+    assert "stack output certificateNotAfter --stack prod" not in calls
+
+
+def test_check_of_several_caches_ending(env: dict[str, str], two_sites: Run) -> None:
+    out = caches_output(two_sites, asia=in_days(-3), europe=in_days(5))
+    code, err, _ = run("check", "prod", env, CACHES=out, CHECK_DAYS="7")
+    assert code == 1
+    assert "cache asia: the certificate EXPIRED" in err
+    assert "cache europe: the certificate expires in 5 days" in err
+    assert "2 of 2 caches fail the certificate check (7 days): asia, europe" in err
+
+
+def test_check_of_a_cache_with_its_own_provided_certificate(env: dict[str, str], two_sites: Run) -> None:
+    out = caches_output(two_sites, asia=in_days(200), europe=in_days(3))
+    config = f"{TWO_NAMES}\ntls.mode=provided\ncaches[1].tls.certPem=-----BEGIN CERTIFICATE-----"
+    code, err, _ = run("check", "prod", env, CACHES=out, CONFIG=config)
+    assert code == 1
+    assert "cache europe: the certificate expires in 3 days" in err
+    assert "set the renewed caches[1].tls.certPem (and caches[1].tls.keyPem), then make up STACK=prod" in err
+
+
+def test_check_of_a_cache_inheriting_the_stacks_provided_certificate(
+    env: dict[str, str], two_sites: Run
+) -> None:
+    out = caches_output(two_sites, asia=in_days(3), europe=in_days(200))
+    code, err, _ = run("check", "prod", env, CACHES=out, CONFIG=f"{TWO_NAMES}\ntls.mode=provided")
+    assert code == 1 and "set the renewed tls.certPem (and tls.keyPem), then make up STACK=prod" in err
+
+
+def test_check_of_a_cache_without_its_end_in_the_output(env: dict[str, str], two_sites: Run) -> None:
+    caches = json.loads(caches_output(two_sites, asia=in_days(200)))
+    caches["europe"]["certificateNotAfter"] = None
+    code, err, _ = run("check", "prod", env, CACHES=json.dumps(caches))
+    assert code == 1 and "cache europe: the caches output has no certificateNotAfter for it" in err
+
+
+def test_check_of_a_stacks_one_cache_in_the_caches_output(env: dict[str, str]) -> None:
+    """A stack without caches exports its one cache in the map too, keyed by its MSR name."""
+    out = json.dumps({"prod": {"cacheUrl": "https://c.example.com", "certificateNotAfter": in_days(12)}})
+    code, err, _ = run("check", "prod", env, CACHES=out, TLS_MODE="provided")
+    assert code == 1
+    assert "cache prod: the certificate expires in 12 days" in err
+    assert "set the renewed tls.certPem (and tls.keyPem), then make up STACK=prod" in err
+
+
+def test_drift_checks_every_cache_and_still_refreshes(env: dict[str, str], two_sites: Run) -> None:
+    out = caches_output(two_sites, asia=in_days(200), europe=in_days(1))
+    code, err, calls = run("drift", "prod", env, CACHES=out)
+    assert code == 1 and "cache europe: the certificate expires in 1 days" in err
+    assert calls[-1] == "refresh --stack prod --preview-only --expect-no-changes"
+
+
+def test_check_refuses_a_check_days_that_is_no_number(env: dict[str, str]) -> None:
+    code, err, _ = run("check", "prod", env, NOT_AFTER=in_days(100), CHECK_DAYS="thirty")
+    assert code == 1 and "CHECK_DAYS=thirty is not a whole number of days" in err
+
+
+@pytest.mark.skipif(not (ROOT / ".venv/bin/python").exists(), reason="needs the project's .venv (make venv)")
+@pytest.mark.parametrize(
+    ("config", "extra", "name"),
+    [(TWO_NAMES, {"CACHE": "europe"}, "europe"), ("caches[0].name=asia", {}, "asia")],
+    ids=["named", "the-only-one"],
+)
+def test_rotate_of_one_cache_of_caches_replaces_its_key(
+    env: dict[str, str], two_sites: Run, config: str, extra: dict[str, str], name: str
+) -> None:
+    code, err, calls = run("rotate", "prod", env, CONFIG=config, **extra)
+    assert code == 0, err
+    urn = two_sites.engine_urn(f"msr-cache-{name}-tls-key")
+    assert calls[-1] == f"up --stack prod --replace {urn} --policy-pack policy"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({}, "stack prod has several caches (asia, europe): say which, make rotate STACK=prod CACHE=<name>"),
+        ({"CACHE": "emea"}, "stack prod has no cache emea; its caches are: asia, europe"),
+        (
+            {"CACHE": "asia", "CONFIG": f"{TWO_NAMES}\ncaches[0].tls.mode=provided"},
+            "caches[0].tls.mode is provided: rotate by setting the new caches[0].tls.certPem and "
+            "caches[0].tls.keyPem",
+        ),
+    ],
+)
+def test_rotate_with_several_caches_needs_one_of_them(
+    env: dict[str, str], extra: dict[str, str], message: str
+) -> None:
+    code, err, calls = run("rotate", "prod", env, **{"CONFIG": TWO_NAMES, **extra})
+    assert code == 1 and message in err
+    assert not any(c.startswith("up") for c in calls)
+
+
+def test_rotate_of_a_stack_without_caches_takes_no_cache_name(env: dict[str, str]) -> None:
+    code, err, calls = run("rotate", "staging", env, CACHE="asia")
+    assert code == 1 and "stack staging has no caches list" in err
+    assert not any(c.startswith("up") for c in calls)
 
 
 def test_up_creates_the_stack_when_missing(env: dict[str, str]) -> None:

@@ -21,9 +21,18 @@ the environment's own cache:
   - `cacheName` is the test stack's name: with `register` on, the test cache
     is registered with MSR under its own name, and the test's destroy removes
     that registration, never the environment's.
-The node (`cacheNode`) and port (`cachePort`, or `--port`) are the environment's:
-a test cache on the node and port where the environment's cache runs cannot
-publish that port.
+With `caches` (several caches), each entry gets its own: `serviceName` and
+`cacheName` `<test stack>-<name>` (the top-level ones, every entry's default,
+would collide and are not copied), `storage.volumeName` dropped, and each
+cache's node label is `<label>.<name>`. The test stack's name is cut so that
+`<test stack>-<name>` is a valid Swarm service name.
+The node (`cacheNode`) and port (`cachePort`, or `--port`; with `caches`,
+`--port N` gives entry i port N+i) are the environment's: a test cache on the
+node and port where the environment's cache runs cannot publish that port.
+
+After `pulumi up` every cache is smoke-checked: the stack's one cache by its
+outputs `cacheUrl` and `certificatePem`, the caches of `caches` by the `caches`
+output (its `cacheUrl` and `certificateSha256`, each cache on its own).
 
 Secure (`secure:`) values are copied with `pulumi config cp`, which decrypts
 them with the environment stack's secrets provider and encrypts them with the
@@ -51,7 +60,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -60,6 +69,7 @@ import yaml
 
 from components.rules import CREDENTIAL_OPTION
 from components.settings import SettingsError
+from components.settings_stack import entry_raw
 from tools.redact import REDACT, install_excepthook, redact
 from tools.smoke import SmokeError, SmokeResult, smoke_check
 from tools.stack_file import StackFileError, is_encrypted, problems, project_values, read_document
@@ -72,10 +82,20 @@ EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_CLEANUP_FAILED, EXIT_INTERRUPTED = 0, 1
 
 # Namespaces copied from the environment's stack file (besides the project's own).
 COPIED_NAMESPACES = ("docker",)
-# Leaves that hold private keys: always set as secrets.
-SECRET_LEAVES = ("tls.caKeyPem", "tls.keyPem")
+# Values that must be secrets (components/settings.py refuses them in plain text,
+# unless another value of their top-level key is encrypted, which makes the CLI
+# treat the whole key as secret): set as secrets on the test stack. Below a key,
+# or below a `caches` entry.
+SECRET_LEAVES = (
+    "tls.caKeyPem", "tls.keyPem", "storage.s3.accessKey", "storage.s3.secretKey",
+    "storage.azure.accountKey", "storage.gcs.keyfile", "storage.swift.password",
+)  # fmt: skip
+# A Swarm service name (and MSR's name for a cache) has at most 63 characters.
+MAX_NAME = 63
 
 _STACK_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+# A key below a `caches` entry: `caches[1].tls.keyPem`.
+_ENTRY_PREFIX_RE = re.compile(r"^caches\[\d+\]\.")
 _PLAIN_SEGMENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # What `pulumi config set --path` turns into a bool or an int (strconv.Atoi; a
 # leading 0 keeps it a string), so a string leaf that looks like this would
@@ -112,16 +132,32 @@ class StepError(Exception):
 # ---------------------------------------------------------------------------
 
 
-def unique_stack_name(env: str, now: dt.datetime | None = None, token: str | None = None) -> str:
+def unique_stack_name(
+    env: str, now: dt.datetime | None = None, token: str | None = None, reserve: int = 0
+) -> str:
     """`test-<env>-<UTC yyyymmddHHMMSS>-<8 hex>`: a valid, unique Pulumi stack name.
 
     The environment part is cut to 30 characters so that the name is also a
-    valid Swarm service name (at most 63), which the test stack uses.
+    valid Swarm service name (at most 63), which the test stack uses; and
+    shorter when `reserve` characters are appended to it (`-<cache name>`, the
+    service name of each cache of `caches`).
     """
     now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     token = token or secrets.token_hex(4)
-    safe_env = re.sub(r"[^A-Za-z0-9_.-]", "-", env)[:30] or "env"
+    fixed = len(f"test--{now:%Y%m%d%H%M%S}-{token}")
+    keep = max(1, min(30, MAX_NAME - fixed - reserve))
+    safe_env = re.sub(r"[^A-Za-z0-9_.-]", "-", env)[:keep] or "env"
     return f"test-{safe_env}-{now:%Y%m%d%H%M%S}-{token}"
+
+
+def cache_entry_names(stack_doc: Mapping[str, Any], project: str = "msr-cache") -> list[str]:
+    """The names of the `caches` entries of a stack file (none without `caches`)."""
+    config = stack_doc.get("config")
+    found = config.items() if isinstance(config, Mapping) else []
+    for key, caches in found:
+        if str(key) in (f"{project}:caches", f"{project}:config:caches") and isinstance(caches, list):
+            return [e["name"] for e in caches if isinstance(e, Mapping) and isinstance(e.get("name"), str)]
+    return []
 
 
 def default_label(stack: str) -> str:
@@ -148,6 +184,17 @@ class Setting:
 
 
 @dataclass(frozen=True)
+class CachePlan:
+    """One cache of `caches` on the test stack: its name, and what its smoke check trusts."""
+
+    name: str
+    tls_mode: str
+    """The cache's tls.mode, its own or the stack's ("unknown" when it is encrypted)."""
+    ca_cert_pem: str | None
+    """caSigned: the CA certificate from the stack file, when it is there in plain text."""
+
+
+@dataclass(frozen=True)
 class ConfigPlan:
     settings: tuple[Setting, ...]
     notes: tuple[str, ...]
@@ -159,6 +206,8 @@ class ConfigPlan:
     """The environment's `secretsprovider:`, given to the test stack too."""
     environments: tuple[str, ...] = ()
     """ESC environments the environment's stack imports."""
+    caches: tuple[CachePlan, ...] = ()
+    """The caches of `caches`, in the stack's order; none for a stack's one cache."""
 
     @property
     def copied_keys(self) -> list[str]:
@@ -195,35 +244,149 @@ def _scalar(value: Any, key: str, path: bool) -> str:
     )
 
 
-def _leaves(key: str, value: Any, path: bool, in_list: bool, notes: list[str]) -> Iterator[Setting]:
+def _is_secret_leaf(key: str) -> bool:
+    """Whether a path setting's key (`msr-cache:tls.keyPem`, `msr-cache:caches[0].tls.keyPem`)
+    holds a value that must be a secret."""
+    below = _ENTRY_PREFIX_RE.sub("", key.split(":", 1)[-1])
+    return below in SECRET_LEAVES
+
+
+def _leaves(key: str, value: Any, path: bool, notes: list[str]) -> Iterator[Setting]:
     """Settings that rebuild `value` under `key` (a full key, a path below it when `path`)."""
     if is_encrypted(value):
-        if in_list:
-            raise ConfigError(
-                f"{key}: an encrypted value inside a list cannot be copied item by item; "
-                "move it out of the list or copy the stack's config by hand"
-            )
         yield Setting(key, None, True, path)
     elif isinstance(value, Mapping):
         if not value:
             notes.append(f"{key}: empty map, not copied (the same as absent)")
         for name, child in value.items():
-            yield from _leaves(key + _segment(name, key), child, True, in_list, notes)
+            yield from _leaves(key + _segment(name, key), child, True, notes)
     elif isinstance(value, list):
         if not value:
             notes.append(f"{key}: empty list, not copied (the same as absent)")
         for i, child in enumerate(value):
-            yield from _leaves(f"{key}[{i}]", child, True, True, notes)
+            item = list(_leaves(f"{key}[{i}]", child, True, notes))
+            # The CLI sets a list item by its index, plain values first and the encrypted
+            # ones after (`config cp`): an item with no plain value would not exist yet
+            # when the next item is set.
+            if not any(s.value is not None for s in item):
+                raise ConfigError(
+                    f"{key}[{i}]: a list item that is encrypted or empty cannot be copied item by item; "
+                    "move the encrypted value out of the list, give the item a plain value too, "
+                    "or copy the stack's config by hand"
+                )
+            yield from item
     elif value is None:
         notes.append(f"{key}: has no value, not copied (the program's default applies)")
     else:
-        secret = path and any(key.endswith(f":{leaf}") for leaf in SECRET_LEAVES)
+        secret = path and _is_secret_leaf(key)
         if secret:
             notes.append(
-                f"{key}: is in plain text in the stack file; set as a secret on the test stack "
-                f"(the environment's own run refuses it: use `pulumi config set --secret --path`)"
+                f"{key}: is in plain text in the stack file (accepted only because another value of its key "
+                "is encrypted); set as a secret on the test stack. Encrypt it in the stack file too: "
+                "`pulumi config set --secret --path`"
             )
         yield Setting(key, _scalar(value, key, path), secret, path)
+
+
+def _config_key(raw_key: Any, env: str) -> tuple[str, str]:
+    """(namespace, name) of a stack file's config key, both of its forms
+    (`ns:name`, `ns:config:name`); tools/stack_file.py refused any other."""
+    namespace, sep, name = str(raw_key).partition(":")
+    name = name.removeprefix("config:")
+    if not sep or not namespace or not name:
+        raise ConfigError(f"stacks/Pulumi.{env}.yaml: config key {raw_key!r} has no namespace")
+    return namespace, name
+
+
+def _tls_trust(tls: Any) -> tuple[str, str | None]:
+    """(tls.mode, the caSigned CA certificate in plain text) of a cache's tls object."""
+    if is_encrypted(tls):
+        return "unknown", None
+    if not isinstance(tls, Mapping):
+        return "selfSigned", None
+    mode = tls.get("mode") or "selfSigned"
+    mode = mode if isinstance(mode, str) else "unknown"
+    ca_cert = tls.get("caCertPem")
+    return mode, ca_cert if mode == "caSigned" and isinstance(ca_cert, str) and ca_cert else None
+
+
+def _entry_tls(top: Any, own: Any) -> Any:
+    """The tls object of a `caches` entry, as components/settings_stack.py merges it:
+    the entry's fields over the stack's, or the entry's alone when it sets `mode`."""
+    if own is None:
+        return top
+    if is_encrypted(own) or not isinstance(own, Mapping) or "mode" in own:
+        return own
+    if is_encrypted(top):
+        return top  # its mode is the stack's, which only the CLI can read
+    return {**(top if isinstance(top, Mapping) else {}), **own}
+
+
+def _drop_volume_name(key: str, storage: Any, notes: list[str]) -> Any:
+    """`storage` without `volumeName`: the test volume is `<serviceName>-data`."""
+    if is_encrypted(storage):
+        raise ConfigError(
+            f"{key}: is encrypted as a whole, so its volumeName cannot be left out (the test's destroy "
+            "would delete a volume the environment uses); encrypt only its credentials "
+            "(`pulumi config set --secret --path`)"
+        )
+    if isinstance(storage, Mapping) and "volumeName" in storage:
+        notes.append(
+            f"{key}.volumeName: not copied, the test volume is <serviceName>-data "
+            "(destroying the test stack deletes its volume)"
+        )
+        return {k: v for k, v in storage.items() if k != "volumeName"}
+    return storage
+
+
+def _test_entries(
+    caches: Any, top: Mapping[str, Any], *, ns: str, stack: str, port: int | None, notes: list[str]
+) -> tuple[list[dict[str, Any]], tuple[CachePlan, ...]]:
+    """The `caches` entries of the test stack: each with its own service and MSR name
+    `<stack>-<name>`, without volumeName, on port N+i with --port N."""
+    if not isinstance(caches, list):
+        raise ConfigError(
+            f"{ns}caches: is encrypted as a whole, so the test stack cannot give each cache a name of its "
+            "own; encrypt only the values that are secret (`pulumi config set --secret --path`)"
+        )
+    entries: list[dict[str, Any]] = []
+    plans: list[CachePlan] = []
+    for i, entry in enumerate(caches):
+        key = f"{ns}caches[{i}]"
+        name = entry.get("name") if isinstance(entry, Mapping) else None
+        if not isinstance(name, str):
+            raise ConfigError(f"{key}.name: is not a plain name; the test stack names its caches after it")
+        own = f"{stack}-{name}"
+        if len(own) > MAX_NAME:
+            raise ConfigError(
+                f"{key}: the test cache's service name {own} would be longer than {MAX_NAME} characters"
+            )
+        if port is not None and port + i > 65535:
+            raise ConfigError(f"{key}.cachePort: --port {port} gives it {port + i}, above 65535")
+        # `name` first: the CLI creates the item with it before any encrypted value is copied in.
+        test_entry: dict[str, Any] = {"name": name}
+        for k, v in entry.items():
+            if k in ("name", "serviceName", "cacheName") or (k == "cachePort" and port is not None):
+                continue
+            test_entry[k] = _drop_volume_name(f"{key}.storage", v, notes) if k == "storage" else v
+        test_entry["serviceName"] = own
+        test_entry["cacheName"] = own
+        if port is not None:
+            test_entry["cachePort"] = port + i
+        entries.append(test_entry)
+        plans.append(CachePlan(name, *_tls_trust(_entry_tls(top.get("tls"), entry.get("tls")))))
+    return entries, tuple(plans)
+
+
+def _where(values: Mapping[str, Any]) -> str:
+    """A cache's node(s) and port, as a note says them (not an encrypted one)."""
+    nodes = values.get("nodes") or values.get("cacheNode")
+    if isinstance(nodes, list) and all(isinstance(n, str) for n in nodes):
+        nodes = ", ".join(nodes)
+    node_text = nodes if isinstance(nodes, str) and nodes else "its cacheNode"
+    port = values.get("cachePort", 443)
+    port_text = port if isinstance(port, int | str) else "its cachePort"
+    return f"node {node_text}, port {port_text}"
 
 
 def plan_config(
@@ -237,7 +400,8 @@ def plan_config(
 ) -> ConfigPlan:
     """The settings that make `stack` a copy of stack file `stack_doc`, minus what would collide.
 
-    A pure function of the stack file's content: no CLI, no file access.
+    A pure function of the stack file's content: no CLI, no file access. The
+    stack file has passed tools/stack_file.py's check (what `pulumi up` refuses).
     """
     config = stack_doc.get("config") or {}
     if not isinstance(config, Mapping):
@@ -248,61 +412,70 @@ def plan_config(
     settings: list[Setting] = []
     ignored: list[str] = []
 
-    for raw_key, value in config.items():
-        full = str(raw_key) if ":" in str(raw_key) else ns + str(raw_key)
-        namespace = full.split(":", 1)[0]
+    keys = [(*_config_key(raw_key, env), value) for raw_key, value in config.items()]
+    top = {name: value for namespace, name, value in keys if namespace == project}
+    listed = "caches" in top
+    caches: tuple[CachePlan, ...] = ()
+    for namespace, name, value in keys:
+        full = f"{namespace}:{name}"
         if namespace != project and namespace not in COPIED_NAMESPACES:
             ignored.append(full)
             continue
-        if full == ns + "serviceName":
-            continue  # replaced below
-        if full in (ns + "nodeLabel", ns + "cacheName"):
-            continue  # replaced below
-        if full == ns + "cachePort" and port is not None:
-            continue  # replaced below
-        if full == ns + "storage" and isinstance(value, Mapping) and "volumeName" in value:
-            value = {k: v for k, v in value.items() if k != "volumeName"}
-            notes.append(
-                f"{ns}storage.volumeName: not copied, the test volume is <serviceName>-data "
-                "(destroying the test stack deletes its volume)"
-            )
-        settings.extend(_leaves(full, value, False, False, notes))
+        if namespace == project and name in ("serviceName", "nodeLabel", "cacheName"):
+            continue  # replaced below (with caches: in each entry)
+        if namespace == project and name == "cachePort" and port is not None:
+            continue  # replaced below (with caches: in each entry)
+        if namespace == project and name == "storage":
+            value = _drop_volume_name(full, value, notes)
+        if namespace == project and name == "caches":
+            value, caches = _test_entries(value, top, ns=ns, stack=stack, port=port, notes=notes)
+        settings.extend(_leaves(full, value, False, notes))
 
-    settings.append(Setting(ns + "serviceName", stack, False, False))
-    settings.append(Setting(ns + "nodeLabel", label, False, False))
-    settings.append(Setting(ns + "cacheName", stack, False, False))
-    notes.append(f"{ns}serviceName: {stack} (never the environment's service)")
-    notes.append(
+    label_note = (
         f"{ns}nodeLabel: {label} (a label of this run: destroying the test stack removes it from the node)"
     )
-    notes.append(
-        f"{ns}cacheName: {stack} (registered with MSR under its own name, when register is on; "
-        "destroying the test stack removes that registration, never the environment's)"
-    )
-    if port is not None:
+    if listed:
+        settings.append(Setting(ns + "nodeLabel", label, False, False))
+        notes.append(label_note)
+        notes.append(
+            f"{ns}caches: each cache's serviceName and cacheName are {stack}-<name>, and its node label "
+            f"{label}.<name>; the top-level serviceName and cacheName are not copied (every cache's default, "
+            "they would collide). Never the environment's service, label or MSR registration: with register "
+            "on, each test cache is registered under its own name and destroying the test stack removes it"
+        )
+    else:
+        settings.append(Setting(ns + "serviceName", stack, False, False))
+        settings.append(Setting(ns + "nodeLabel", label, False, False))
+        settings.append(Setting(ns + "cacheName", stack, False, False))
+        notes.append(f"{ns}serviceName: {stack} (never the environment's service)")
+        notes.append(label_note)
+        notes.append(
+            f"{ns}cacheName: {stack} (registered with MSR under its own name, when register is on; "
+            "destroying the test stack removes that registration, never the environment's)"
+        )
+    if port is not None and listed:
+        notes.append(f"{ns}caches[i].cachePort: {port}+i (--port {port}), one port per cache")
+    elif port is not None:
         settings.append(Setting(ns + "cachePort", str(port), False, False))
         notes.append(f"{ns}cachePort: {port} (--port)")
-    else:
-        node = config.get(ns + "cacheNode", config.get("cacheNode"))
-        env_port = config.get(ns + "cachePort", config.get("cachePort", 443))
-        node_text = node if isinstance(node, str) else "its cacheNode"
+    elif listed:
+        entries = top["caches"] if isinstance(top["caches"], list) else []
+        where = "; ".join(
+            f"{e.get('name')}: {_where(entry_raw(top, e))}" for e in entries if isinstance(e, Mapping)
+        )
         notes.append(
-            f"the test cache runs on {env}'s node ({node_text}) and port ({env_port}): if {env}'s cache "
-            "runs there on that port, the test cannot publish it; pass --port N"
+            f"the test caches run on {env}'s nodes and ports ({where}): if {env}'s caches run there on "
+            "those ports, the test cannot publish them; pass --port N (cache i gets port N+i)"
+        )
+    else:
+        notes.append(
+            f"the test cache runs on {env}'s {_where(top)}: if {env}'s cache runs there on that port, the "
+            "test cannot publish it; pass --port N"
         )
     if ignored:
         notes.append(f"not copied (other namespaces): {', '.join(sorted(ignored))}")
 
-    tls = config.get(ns + "tls", config.get("tls"))
-    if is_encrypted(tls):
-        tls_mode = "unknown"
-    elif isinstance(tls, Mapping):
-        mode = tls.get("mode", "selfSigned")
-        tls_mode = mode if isinstance(mode, str) else "unknown"
-    else:
-        tls_mode = "selfSigned"
-    ca_cert = tls.get("caCertPem") if isinstance(tls, Mapping) else None
-    ca_cert_pem = ca_cert if tls_mode == "caSigned" and isinstance(ca_cert, str) and ca_cert else None
+    tls_mode, ca_cert_pem = _tls_trust(top.get("tls"))
 
     provider = stack_doc.get("secretsprovider")
     envs = stack_doc.get("environment")
@@ -319,6 +492,7 @@ def plan_config(
         ca_cert_pem=ca_cert_pem,
         secrets_provider=provider if isinstance(provider, str) else None,
         environments=environments,
+        caches=caches,
     )
 
 
@@ -327,10 +501,16 @@ class SmokeTarget:
     address: tuple[str, int]
     server_name: str
     ca_pem: str | None
-    """PEM to write to a temporary CA file; None when `ca_file` is given."""
+    """PEM to write to a temporary CA file; None when `ca_file` is given, or when pinned."""
     ca_file: Path | None
     ca_source: str
-    expected_cert_pem: str
+    expected_cert_pem: str | None
+    name: str | None = None
+    """The cache's name in the `caches` output; None for the stack's one cache."""
+    expected_sha256: str | None = None
+    """The cache's certificateSha256 (a cache of `caches`: the map has no certificatePem)."""
+    pinned: bool = False
+    """Trust the certificate the cache serves, once its SHA-256 is `expected_sha256`."""
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -341,21 +521,26 @@ def parse_host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _url_target(url: Any, whose: str) -> tuple[str, int]:
+    """(host, port) of an https:// cacheUrl."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme != "https" or not parts.hostname:
+        raise StepError(f"{whose} cacheUrl {url!r} is not an https:// URL")
+    return parts.hostname, parts.port or 443
+
+
 def smoke_target(
     outputs: Mapping[str, Any],
     plan: ConfigPlan,
     address: tuple[str, int] | None = None,
     ca_file: Path | None = None,
 ) -> SmokeTarget:
-    """Where and how to check the deployed cache, from the stack's outputs."""
+    """Where and how to check the stack's one cache, from the stack's outputs."""
     url, cert = outputs.get("cacheUrl"), outputs.get("certificatePem")
     if not isinstance(url, str) or not isinstance(cert, str):
         raise StepError("the stack has no cacheUrl or certificatePem output; did `pulumi up` finish?")
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        raise StepError(f"the stack's cacheUrl {url!r} is not an https:// URL")
-    server_name = parts.hostname
-    target = address or (server_name, parts.port or 443)
+    server_name, port = _url_target(url, "the stack's")
+    target = address or (server_name, port)
     if ca_file is not None:
         return SmokeTarget(target, server_name, None, ca_file, f"--ca-file {ca_file}", cert)
     if plan.tls_mode == "selfSigned":
@@ -371,6 +556,68 @@ def smoke_target(
         "pass --ca-file <its root CA> if the check fails with 'unable to get [local] issuer certificate')",
         cert,
     )
+
+
+def cache_targets(
+    outputs: Mapping[str, Any],
+    plan: ConfigPlan,
+    address: tuple[str, int] | None = None,
+    addresses: Mapping[str, tuple[str, int]] | None = None,
+    ca_file: Path | None = None,
+) -> list[SmokeTarget]:
+    """Where and how to check each cache of `caches`, from the stack's `caches` output.
+
+    The map has each cache's cacheUrl and certificateSha256, not its certificate:
+    a self-signed cache is trusted by the certificate it serves once that
+    certificate's SHA-256 is the stack's (pinned), a caSigned one by the CA in
+    the stack file, any by `--ca-file`. `addresses` maps a cache's name to where
+    to connect instead of its cacheUrl's host and port; `address` is that of the
+    only cache, when there is one.
+    """
+    found = outputs.get("caches")
+    if not isinstance(found, Mapping) or not found:
+        raise StepError("the stack has no caches output; did `pulumi up` finish?")
+    addresses = addresses or {}
+    targets = []
+    for cache in plan.caches:
+        out = found.get(cache.name)
+        if not isinstance(out, Mapping):
+            raise StepError(f"the caches output has no cache {cache.name}; did `pulumi up` finish?")
+        sha = out.get("certificateSha256")
+        if not isinstance(sha, str) or not sha:
+            raise StepError(f"the caches output has no certificateSha256 for cache {cache.name}")
+        server_name, port = _url_target(out.get("cacheUrl"), f"cache {cache.name}'s")
+        default = address if len(plan.caches) == 1 else None
+        target = addresses.get(cache.name) or default or (server_name, port)
+        ca_pem: str | None = None
+        pinned = False
+        if ca_file is not None:
+            source = f"--ca-file {ca_file}"
+        elif cache.tls_mode == "caSigned" and cache.ca_cert_pem:
+            ca_pem, source = cache.ca_cert_pem, "its tls.caCertPem"
+        else:
+            why = "self-signed"
+            if cache.tls_mode != "selfSigned":
+                why = (
+                    f"tls.mode {cache.tls_mode}: this verifies only a self-signed certificate; "
+                    "pass --ca-file <its root CA> if the check fails with 'unable to get [local] issuer "
+                    "certificate'"
+                )
+            source, pinned = f"the certificate it serves, pinned by its certificateSha256 ({why})", True
+        targets.append(
+            SmokeTarget(
+                target,
+                server_name,
+                ca_pem,
+                ca_file,
+                source,
+                None,
+                name=cache.name,
+                expected_sha256=sha,
+                pinned=pinned,
+            )
+        )
+    return targets
 
 
 def cli_error_line(text: str) -> str:
@@ -412,9 +659,12 @@ class CacheTest:
     root: Path = ROOT
     pull: tuple[str, str] | None = None
     address: tuple[str, int] | None = None
+    """Where to connect instead of cacheUrl's host and port (the stack's one cache, or one of `caches`)."""
     ca_file: Path | None = None
     keep_on_failure: bool = False
     timeout: float = 90
+    addresses: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    """Per cache of `caches`, by name: where to connect instead of its cacheUrl's host and port."""
 
 
 class Outcome(enum.Enum):
@@ -457,25 +707,75 @@ def register_secrets(plan: ConfigPlan) -> None:
         REDACT.add(*(m.group(2).strip("'\"") for m in CREDENTIAL_OPTION.finditer(s.value)))
 
 
-def _smoke(run: CacheTest, outputs: Mapping[str, Any], smoke: SmokeFn) -> SmokeResult:
-    target = smoke_target(outputs, run.plan, run.address, run.ca_file)
+def _smoke_one(run: CacheTest, target: SmokeTarget, smoke: SmokeFn) -> SmokeResult:
+    whose = f" of cache {target.name}" if target.name else ""
     say(
-        f"smoke check: https://{target.server_name} at {target.address[0]}:{target.address[1]}, "
+        f"smoke check{whose}: https://{target.server_name} at {target.address[0]}:{target.address[1]}, "
         f"trusting {target.ca_source}" + (f", pulling {run.pull[0]}:{run.pull[1]}" if run.pull else "")
     )
+    extra = {"expected_sha256": target.expected_sha256} if target.expected_sha256 else {}
     with tempfile.TemporaryDirectory(prefix="msrc-test-cache-") as tmp:
         ca_path = target.ca_file
-        if ca_path is None:
+        if ca_path is None and not target.pinned:
             ca_path = Path(tmp) / "ca.pem"
             ca_path.write_text(target.ca_pem or "")
         return smoke(
             target.address,
             target.server_name,
-            str(ca_path),
+            None if ca_path is None else str(ca_path),
             expected_cert_pem=target.expected_cert_pem,
             pull=run.pull,
             timeout=run.timeout,
+            **extra,
         )
+
+
+def _smoke(
+    run: CacheTest, outputs: Mapping[str, Any], smoke: SmokeFn
+) -> list[tuple[str | None, SmokeResult]]:
+    """The smoke check of every cache of the stack: (its name, its result). A cache
+    of several that fails is said at once, and the others are checked still."""
+    if not run.plan.caches:
+        target = smoke_target(outputs, run.plan, run.address, run.ca_file)
+        return [(None, _smoke_one(run, target, smoke))]
+    targets = cache_targets(outputs, run.plan, run.address, run.addresses, run.ca_file)
+    results: list[tuple[str | None, SmokeResult]] = []
+    failed: list[str] = []
+    for target in targets:
+        try:
+            results.append((target.name, _smoke_one(run, target, smoke)))
+        except SmokeError as exc:
+            if len(targets) == 1:
+                raise
+            complain(f"cache {target.name}: FAILED: {exc}")
+            failed.append(str(target.name))
+    if failed:
+        raise SmokeError(
+            f"{len(failed)} of {len(targets)} caches failed the smoke check: {', '.join(failed)} (above)"
+        )
+    return results
+
+
+def _deployed(run: CacheTest, outputs: Mapping[str, Any]) -> list[str]:
+    """What `pulumi up` deployed, a line per cache."""
+    if not run.plan.caches:
+        return [
+            f"deployed {outputs.get('cacheUrl')} (service {outputs.get('serviceName')}, "
+            f"node {outputs.get('node')}, label {outputs.get('label')})"
+        ]
+    found = outputs.get("caches")
+    found = found if isinstance(found, Mapping) else {}
+    lines = []
+    for cache in run.plan.caches:
+        out = found.get(cache.name)
+        out = out if isinstance(out, Mapping) else {}
+        nodes = out.get("nodes")
+        node_text = ", ".join(str(n) for n in nodes) if isinstance(nodes, list) else nodes
+        lines.append(
+            f"deployed cache {cache.name}: {out.get('cacheUrl')} (service {out.get('serviceName')}, "
+            f"nodes {node_text}, label {out.get('label')})"
+        )
+    return lines
 
 
 def run_test(run: CacheTest, backend: Backend, smoke: SmokeFn = smoke_check) -> int:
@@ -498,16 +798,18 @@ def run_test(run: CacheTest, backend: Backend, smoke: SmokeFn = smoke_check) -> 
             say(f"pulumi up --stack {run.stack}")
             backend.up(_echo)
             outputs = backend.outputs()
-            say(
-                f"deployed {outputs.get('cacheUrl')} (service {outputs.get('serviceName')}, "
-                f"node {outputs.get('node')}, label {outputs.get('label')})"
-            )
-            result = _smoke(run, outputs, smoke)
-            pulled = f", pulled {result.pulled_digest}" if result.pulled_digest else ""
-            say(
-                f"PASSED: the cache answered over verified TLS in {result.seconds_to_serve}s with "
-                f"certificate {result.certificate_sha256[:16]}...{pulled}"
-            )
+            for line in _deployed(run, outputs):
+                say(line)
+            results = _smoke(run, outputs, smoke)
+            for name, result in results:
+                pulled = f", pulled {result.pulled_digest}" if result.pulled_digest else ""
+                which = f"cache {name}" if name else "the cache"
+                say(
+                    f"{'' if name else 'PASSED: '}{which} answered over verified TLS in "
+                    f"{result.seconds_to_serve}s with certificate {result.certificate_sha256[:16]}...{pulled}"
+                )
+            if run.plan.caches:
+                say(f"PASSED: all {len(results)} caches ({', '.join(str(n) for n, _ in results)})")
             outcome = Outcome.PASSED
         except KeyboardInterrupt:
             outcome = Outcome.INTERRUPTED
@@ -745,11 +1047,47 @@ def _repo_tag(text: str) -> tuple[str, str]:
     return repo, tag
 
 
-def _address(text: str) -> tuple[str, int]:
+def _address(text: str) -> tuple[str | None, tuple[str, int]]:
+    """`[NAME=]HOST:PORT`: NAME is a cache of `caches`."""
+    name, sep, rest = text.partition("=")
+    if not sep:
+        name, rest = "", text
+    elif not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?", name):
+        raise argparse.ArgumentTypeError(f"expected [NAME=]HOST:PORT with NAME a cache's name, got {text!r}")
     try:
-        return parse_host_port(text)
+        return name or None, parse_host_port(rest)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def chosen_addresses(
+    given: Sequence[tuple[str | None, tuple[str, int]]], plan: ConfigPlan
+) -> tuple[tuple[str, int] | None, dict[str, tuple[str, int]]]:
+    """The --address options: (the one without a name, those of the caches by name);
+    Refusal when one names no cache of the stack, or is ambiguous."""
+    names = [c.name for c in plan.caches]
+    unnamed = [a for n, a in given if n is None]
+    named: dict[str, tuple[str, int]] = {}
+    for name, address in given:
+        if name is None:
+            continue
+        if not names:
+            raise Refusal(f"--address {name}=...: the stack has no caches list; give --address HOST:PORT")
+        if name not in names:
+            raise Refusal(
+                f"--address {name}=...: no cache {name} in the stack; its caches are: {', '.join(names)}"
+            )
+        if name in named:
+            raise Refusal(f"--address {name}=... is given twice")
+        named[name] = address
+    if len(unnamed) > 1:
+        raise Refusal("--address HOST:PORT is given twice; with caches, name each: --address NAME=HOST:PORT")
+    if unnamed and len(names) > 1:
+        raise Refusal(
+            f"--address HOST:PORT: the stack has several caches ({', '.join(names)}); say which: "
+            "--address NAME=HOST:PORT (once per cache; the others are reached at their cacheUrl)"
+        )
+    return (unnamed[0] if unnamed else None), named
 
 
 def _label(text: str) -> str:
@@ -777,7 +1115,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--label", type=_label, help="node label key for the test cache (default: one of this run only)"
     )
     p.add_argument(
-        "--address", type=_address, metavar="HOST:PORT", help="connect here instead of cacheUrl's host:port"
+        "--address",
+        type=_address,
+        action="append",
+        default=[],
+        metavar="[NAME=]HOST:PORT",
+        help="connect here instead of cacheUrl's host:port; with several caches, NAME=HOST:PORT for "
+        "cache NAME (repeatable)",
     )
     p.add_argument("--ca-file", type=Path, help="PEM CA that verifies the cache (default: see README)")
     p.add_argument("--timeout", type=float, default=90, help="seconds to wait for /v2/ (default 90)")
@@ -801,8 +1145,11 @@ def main(
         if args.ca_file is not None and not args.ca_file.is_file():
             raise Refusal(f"--ca-file {args.ca_file}: no such file")
         project, _ = project_info(ROOT)
-        stack = unique_stack_name(args.env)
+        # Room for `-<name>` after the stack's name in each cache's service name.
+        reserve = max((len(name) + 1 for name in cache_entry_names(doc, project)), default=0)
+        stack = unique_stack_name(args.env, reserve=reserve)
         plan = plan_config(doc, env=args.env, stack=stack, project=project, port=args.port, label=args.label)
+        address, addresses = chosen_addresses(args.address, plan)
     except Refusal as exc:
         complain(str(exc))
         return EXIT_REFUSED
@@ -812,10 +1159,11 @@ def main(
         stack=stack,
         plan=plan,
         pull=args.pull,
-        address=args.address,
+        address=address,
         ca_file=args.ca_file,
         keep_on_failure=args.keep_on_failure,
         timeout=args.timeout,
+        addresses=addresses,
     )
     return run_test(run, backend, smoke)
 

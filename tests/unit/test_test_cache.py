@@ -17,7 +17,7 @@ import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,9 +26,12 @@ import pytest
 import yaml
 
 import tools.test_cache as tc
+from components.settings import _SECRET_VALUES, problems_as_written
 from components.settings_model import _SERVICE_RE
 from rehearsal import pki
-from tools.smoke import SmokeError, SmokeResult
+from rehearsal.engine import run_program
+from tools.smoke import SmokeError, SmokeResult, smoke_check
+from tools.stack_file import encrypted_paths, problems, project_values
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_FILES = sorted(
@@ -109,13 +112,105 @@ def test_the_environments_service_name_and_label_are_never_used() -> None:
     assert labelled["msr-cache:nodeLabel"].value == "dtr.cache"
 
 
-def test_prod_plan_drops_the_shared_volume_name() -> None:
+def test_prod_plan_gives_each_cache_its_own_service_and_msr_name() -> None:
     plan = tc.plan_config(load(ROOT / "stacks/Pulumi.prod.yaml"), env="prod", stack=STACK)
     keys = by_key(plan)
+    S = tc.Setting
+    assert [s for s in plan.settings if s.key.startswith("msr-cache:caches")] == [
+        S("msr-cache:caches[0].name", "asia", False, True),
+        S("msr-cache:caches[0].cacheHost", "cache-asia.example.com", False, True),
+        S("msr-cache:caches[0].cacheNode", "cache-asia-01.example.com", False, True),
+        S("msr-cache:caches[0].serviceName", f"{STACK}-asia", False, True),
+        S("msr-cache:caches[0].cacheName", f"{STACK}-asia", False, True),
+        S("msr-cache:caches[1].name", "europe", False, True),
+        S("msr-cache:caches[1].cacheHost", "cache-europe.example.com", False, True),
+        S("msr-cache:caches[1].cacheNode", "cache-europe-01.example.com", False, True),
+        S("msr-cache:caches[1].serviceName", f"{STACK}-europe", False, True),
+        S("msr-cache:caches[1].cacheName", f"{STACK}-europe", False, True),
+    ]
+    # Every cache's default: they would collide, and each entry has its own.
+    assert "msr-cache:serviceName" not in keys and "msr-cache:cacheName" not in keys
+    assert keys["msr-cache:nodeLabel"].value == "msr-cache-test.a1b2c3"
     assert keys["msr-cache:storage.mode"].value == "volume"
+    assert plan.caches == (
+        tc.CachePlan("asia", "provided", None),
+        tc.CachePlan("europe", "provided", None),
+    )
+    assert any(f"each cache's serviceName and cacheName are {STACK}-<name>" in n for n in plan.notes)
+    assert any(
+        "asia: node cache-asia-01.example.com, port 443; europe: node cache-europe-01.example.com, port 443"
+        in n
+        and "cache i gets port N+i" in n
+        for n in plan.notes
+    )
+
+
+def test_prod_plan_drops_the_shared_volume_names() -> None:
+    doc = load(ROOT / "stacks/Pulumi.prod.yaml")
+    doc["config"]["msr-cache:storage"]["volumeName"] = "dtr-cache-layers"
+    doc["config"]["msr-cache:caches"][1]["storage"] = {"volumeName": "europe-layers", "retain": True}
+    plan = tc.plan_config(doc, env="prod", stack=STACK)
+    keys = by_key(plan)
     assert not any("volumeName" in k for k in keys)
-    assert any("storage.volumeName: not copied" in n for n in plan.notes)
-    assert plan.tls_mode == "provided"
+    assert keys["msr-cache:caches[1].storage.retain"].value == "true"
+    assert any(n.startswith("msr-cache:storage.volumeName: not copied") for n in plan.notes)
+    assert any(n.startswith("msr-cache:caches[1].storage.volumeName: not copied") for n in plan.notes)
+
+
+def test_port_gives_each_cache_its_own_port() -> None:
+    doc = load(ROOT / "stacks/Pulumi.prod.yaml")
+    doc["config"]["msr-cache:caches"][1]["cachePort"] = 8443
+    plan = tc.plan_config(doc, env="prod", stack=STACK, port=6443)
+    keys = by_key(plan)
+    assert keys["msr-cache:caches[0].cachePort"].value == "6443"
+    assert keys["msr-cache:caches[1].cachePort"].value == "6444"
+    assert "msr-cache:cachePort" not in keys
+    assert any("msr-cache:caches[i].cachePort: 6443+i" in n for n in plan.notes)
+    with pytest.raises(tc.ConfigError, match=r"caches\[1\]\.cachePort: --port 65535 gives it 65536"):
+        tc.plan_config(doc, env="prod", stack=STACK, port=65535)
+
+
+def test_an_encrypted_value_of_a_cache_is_copied_into_its_entry() -> None:
+    doc = load(ROOT / "stacks/Pulumi.prod.yaml")
+    doc["config"]["msr-cache:caches"][0]["tls"] = {"certPem": "CERT", "keyPem": {"secure": "v1:k"}}
+    plan = tc.plan_config(doc, env="prod", stack=STACK)
+    keys = by_key(plan)
+    assert keys["msr-cache:caches[0].tls.keyPem"] == tc.Setting(
+        "msr-cache:caches[0].tls.keyPem", None, True, True
+    )
+    assert plan.copied_keys == ["msr-cache:caches[0].tls.keyPem"]
+
+
+@pytest.mark.parametrize(
+    ("caches", "message"),
+    [
+        ({"secure": "v1:all"}, r"msr-cache:caches: is encrypted as a whole"),
+        (
+            [{"name": {"secure": "v1:n"}, "cacheHost": "a.example.com"}],
+            r"caches\[0\]\.name: is not a plain name",
+        ),
+        ([{"name": "a", "storage": {"secure": "v1:s"}}], r"caches\[0\]\.storage: is encrypted as a whole"),
+        ([{"name": "x" * 32}], r"caches\[0\]: the test cache's service name .* longer than 63"),
+    ],
+)
+def test_caches_the_test_cannot_rename_are_refused(caches: Any, message: str) -> None:
+    stack = "test-production-20250304050607-a1b2c3d4"  # not cut for its caches' names (main does)
+    with pytest.raises(tc.ConfigError, match=message):
+        tc.plan_config({"config": {"msr-cache:caches": caches}}, env="production", stack=stack)
+
+
+def test_the_stack_name_leaves_room_for_the_longest_cache_name() -> None:
+    name = "n" * 32
+    stack = tc.unique_stack_name("production-" + "x" * 40, now=NOW, token="ffffffff", reserve=len(name) + 1)
+    assert len(f"{stack}-{name}") <= 63 and _SERVICE_RE.match(f"{stack}-{name}")
+    assert stack.startswith("test-p-")
+    doc = {"config": {"msr-cache:caches": [{"name": name}, {"name": "asia"}]}}
+    assert tc.cache_entry_names(doc) == [name, "asia"]
+    plan = tc.plan_config(doc, env="production", stack=stack)
+    assert by_key(plan)["msr-cache:caches[0].serviceName"].value == f"{stack}-{name}"
+    assert tc.unique_stack_name("prod", now=NOW, token="ffffffff", reserve=6) == (
+        "test-prod-20250304050607-ffffffff"
+    )
 
 
 def test_port_override_replaces_cache_port() -> None:
@@ -146,14 +241,59 @@ def test_secure_values_are_copied_with_the_cli_and_never_read() -> None:
     assert "v1:" not in repr(plan.settings)
 
 
-def test_plaintext_private_keys_are_set_as_secrets_and_noted() -> None:
-    doc = {"config": {"msr-cache:tls": {"mode": "provided", "certPem": "CERT", "keyPem": "KEY-MATERIAL"}}}
-    plan = tc.plan_config(doc, env="prod", stack=STACK)
+BASE = {
+    "msr-cache:msrHost": "msr.example.com",
+    "msr-cache:cacheHost": "cache.example.com",
+    "msr-cache:cacheNode": "node1",
+    "msr-cache:register": False,
+}
+
+
+def accepted(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc`, after checking that it passes the stack-file check main runs before plan_config."""
+    assert problems(project_values(doc, Path("Pulumi.x.yaml"))) == []
+    return doc
+
+
+def test_a_plaintext_private_key_up_refuses_never_reaches_the_plan(tmp_path: Path) -> None:
+    leaf = pki.make_leaf("cache.example.com", dns=["cache.example.com"])
+    tls = {"mode": "provided", "certPem": leaf.cert_pem, "keyPem": leaf.key_pem}
+    text = yaml.safe_dump({"config": {**BASE, "msr-cache:tls": tls}})
+    with pytest.raises(tc.Refusal, match=r"msr-cache:tls\.keyPem: is stored in plain text"):
+        tc.checked_document("asia", root=_project(tmp_path, text))
+
+
+@pytest.mark.parametrize("in_entry", [False, True])
+def test_a_plaintext_private_key_up_accepts_is_set_as_a_secret(in_entry: bool) -> None:
+    """A plain key is accepted (as `up` accepts it) when another value of its key is
+    encrypted: the CLI then treats the whole key as secret."""
+    leaf = pki.make_leaf("cache.example.com", dns=["cache.example.com"])
+    tls = {"mode": "provided", "certPem": {"secure": "v1:cert"}, "keyPem": leaf.key_pem}
+    config: dict[str, Any] = {**BASE, "msr-cache:tls": tls}
+    key = "msr-cache:tls.keyPem"
+    if in_entry:
+        config = {**BASE, "msr-cache:caches": [{"name": "asia", "tls": tls}]}
+        key = "msr-cache:caches[0].tls.keyPem"
+    plan = tc.plan_config(accepted({"config": config}), env="prod", stack=STACK)
     keys = by_key(plan)
-    assert keys["msr-cache:tls.keyPem"].secret and not keys["msr-cache:tls.certPem"].secret
-    assert any("tls.keyPem: is in plain text" in n for n in plan.notes)
-    assert not any("KEY-MATERIAL" in n for n in plan.notes)
-    assert "KEY-MATERIAL" not in repr(plan.settings)
+    assert keys[key].secret and keys[key].value == leaf.key_pem
+    assert any(n.startswith(f"{key}: is in plain text") for n in plan.notes)
+    assert not any("PRIVATE KEY" in n for n in plan.notes)
+    assert "PRIVATE KEY" not in repr(plan.settings)
+
+
+def test_every_value_up_wants_secret_is_a_secret_leaf() -> None:
+    wanted = {path for path in _SECRET_VALUES if "." in path}
+    assert wanted == set(tc.SECRET_LEAVES)
+
+
+def test_a_key_without_its_namespace_is_refused() -> None:
+    with pytest.raises(tc.ConfigError, match="config key 'cacheHost' has no namespace"):
+        tc.plan_config({"config": {"cacheHost": "c.example.com"}}, env="e", stack=STACK)
+    # The CLI's older form, msr-cache:config:<name>, is the same key.
+    doc = {"config": {"msr-cache:config:serviceName": "dtr-cache", "msr-cache:config:cacheHost": "c"}}
+    keys = by_key(tc.plan_config(doc, env="e", stack=STACK))
+    assert keys["msr-cache:serviceName"].value == STACK and keys["msr-cache:cacheHost"].value == "c"
 
 
 def test_docker_keys_are_copied_and_other_namespaces_named() -> None:
@@ -180,7 +320,11 @@ def test_map_keys_that_need_quoting_are_quoted() -> None:
         ({"dnsNames": ["true"]}, r"tls\.dnsNames\[0\]: is the string 'true'"),
         ({"validityHours": "720"}, r"tls\.validityHours: is the string '720'"),
         ({"ratio": 1.5}, r"tls\.ratio: a float value"),
-        ({"dnsNames": [{"secure": "v1:x"}]}, r"tls\.dnsNames\[0\]: an encrypted value inside a list"),
+        ({"dnsNames": [{"secure": "v1:x"}]}, r"tls\.dnsNames\[0\]: a list item that is encrypted or empty"),
+        (
+            {"dnsNames": [None, "a.example.com"]},
+            r"tls\.dnsNames\[0\]: a list item that is encrypted or empty",
+        ),
         ({'a"b': "x"}, r"cannot be written as a config path"),
     ],
 )
@@ -254,26 +398,83 @@ def _as_stored(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v if isinstance(v, dict | list) else text(v) for k, v in config.items()}
 
 
+def _as_the_backend_sets_it(plan: tc.ConfigPlan, source: dict[str, Any]) -> dict[str, Any]:
+    """The test stack's config after AutomationBackend.set_config: plain values,
+    then plain paths, then the encrypted values copied with `config cp`."""
+    rebuilt: dict[str, Any] = {}
+    plain = [s for s in plan.settings if s.value is not None]
+    for setting in [
+        *(s for s in plain if not s.path),
+        *(s for s in plain if s.path),
+        *(s for s in plan.settings if s.value is None),
+    ]:
+        _cli_store(rebuilt, setting, source)
+    return rebuilt
+
+
 @pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
 def test_the_plan_rebuilds_each_stack_files_config(path: Path) -> None:
     doc = load(path)
-    doc["config"]["msr-cache:tls"]["caKeyPem"] = {"secure": "v1:encrypted"}  # as after `config set --secret`
-    doc["config"]["msr-cache:storage"] = {
+    config = doc["config"]
+    config["msr-cache:tls"]["caKeyPem"] = {"secure": "v1:encrypted"}  # as after `config set --secret`
+    config["msr-cache:storage"] = {
         "mode": "volume",
         "driverOpts": {"o": "addr=10.0.0.1", "type": "nfs"},
     }
+    caches = config.get("msr-cache:caches")
+    if caches:  # each site's own key, as README "Stacks" sets it
+        caches[0]["tls"] = {"keyPem": {"secure": "v1:asia-key"}, "dnsNames": ["asia.example.com"]}
     plan = tc.plan_config(doc, env=path.stem, stack=STACK, port=7443)
-    rebuilt: dict[str, Any] = {}
-    for setting in plan.settings:
-        _cli_store(rebuilt, setting, doc["config"])
-    expected = _as_stored(doc["config"])
-    expected |= {
-        "msr-cache:serviceName": STACK,
-        "msr-cache:nodeLabel": "msr-cache-test.a1b2c3",
-        "msr-cache:cacheName": STACK,
-        "msr-cache:cachePort": "7443",
-    }
+    rebuilt = _as_the_backend_sets_it(plan, config)
+    expected = _as_stored(config)
+    expected["msr-cache:nodeLabel"] = "msr-cache-test.a1b2c3"
+    if caches:
+        expected["msr-cache:caches"] = [
+            {
+                **{k: v for k, v in entry.items() if k != "cacheName"},
+                "serviceName": f"{STACK}-{entry['name']}",
+                "cacheName": f"{STACK}-{entry['name']}",
+                "cachePort": 7443 + i,
+            }
+            for i, entry in enumerate(caches)
+        ]
+    else:
+        expected |= {
+            "msr-cache:serviceName": STACK,
+            "msr-cache:cacheName": STACK,
+            "msr-cache:cachePort": "7443",
+        }
     assert _as_stored(rebuilt) == expected
+
+
+def test_the_test_stack_of_each_stack_file_passes_the_programs_checks() -> None:
+    """The test stack's config, as the CLI would hold it, is what `up` accepts: no
+    service, MSR name or port shared between its caches, names Swarm takes."""
+    for path in STACK_FILES:
+        doc = load(path)
+        config = doc["config"]
+        config["msr-cache:register"] = False
+        ca = pki.make_ca("Corp CA")
+        entries = config.get("msr-cache:caches") or [{}]
+        for entry in entries:
+            host = entry.get("cacheHost") or config.get("msr-cache:cacheHost")
+            leaf = pki.make_leaf(host, dns=[host], issuer=ca)
+            mode = config["msr-cache:tls"].get("mode")
+            if mode == "provided":
+                tls = {"certPem": leaf.cert_pem, "keyPem": {"secure": "v1:key"}}
+            elif mode == "caSigned":
+                tls = {"caCertPem": ca.cert_pem, "caKeyPem": {"secure": "v1:key"}}
+            else:
+                tls = {}
+            (entry.setdefault("tls", {}) if "msr-cache:caches" in config else config["msr-cache:tls"]).update(
+                tls
+            )
+        name = max((e.get("name", "") for e in entries), key=len)
+        stack = tc.unique_stack_name(path.stem, reserve=len(name) + 1 if name else 0)
+        plan = tc.plan_config(doc, env=path.stem, stack=stack, port=7443)
+        rebuilt = _as_the_backend_sets_it(plan, config)
+        values = {k.split(":", 1)[1]: v for k, v in rebuilt.items() if k.startswith("msr-cache:")}
+        assert problems_as_written(values, encrypted_paths(values), stack=stack) == [], path.name
 
 
 # ---------------------------------------------------------------------------
@@ -371,16 +572,18 @@ class FakeBackend:
 
 
 class FakeSmoke:
-    def __init__(self, error: BaseException | None = None) -> None:
+    def __init__(self, error: BaseException | Callable[[str], BaseException | None] | None = None) -> None:
         self.error = error
         self.calls: list[dict[str, Any]] = []
 
-    def __call__(self, address: tuple[str, int], server_name: str, ca_file: str, **kw: Any) -> SmokeResult:
-        self.calls.append(
-            {"address": address, "server_name": server_name, "ca": Path(ca_file).read_text(), **kw}
-        )
-        if self.error:
-            raise self.error
+    def __call__(
+        self, address: tuple[str, int], server_name: str, ca_file: str | None, **kw: Any
+    ) -> SmokeResult:
+        ca = None if ca_file is None else Path(ca_file).read_text()
+        self.calls.append({"address": address, "server_name": server_name, "ca": ca, **kw})
+        error = self.error(server_name) if callable(self.error) else self.error
+        if error:
+            raise error
         return SmokeResult(1.5, "ab" * 32, None)
 
 
@@ -501,21 +704,177 @@ def test_an_unexpected_error_still_cleans_up_and_is_not_hidden() -> None:
 
 
 def test_no_config_value_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = {
-        "config": {
-            "msr-cache:msrHost": "msr.example.com",
-            "msr-cache:msrCaCert": "CA-CERT-TEXT",
-            "msr-cache:tls": {"mode": "provided", "certPem": "CERT-TEXT", "keyPem": "PRIVATE-KEY-TEXT"},
-            "msr-cache:tlsOld": {"secure": "v1:ENCRYPTED-TEXT"},
-        }
+    ca = pki.make_ca("MSR CA")
+    leaf = pki.make_leaf("cache.example.com", dns=["cache.example.com"])
+    tls = {
+        "mode": "provided",
+        "certPem": leaf.cert_pem,
+        "keyPem": leaf.key_pem,
+        "chainPem": {"secure": "v1:XYZ"},
     }
+    doc = accepted({"config": {**BASE, "msr-cache:msrCaCert": ca.cert_pem, "msr-cache:tls": tls}})
     plan = tc.plan_config(doc, env="prod", stack=STACK)
     run = tc.CacheTest(env="prod", stack=STACK, plan=plan, root=ROOT)
     tc.run_test(run, FakeBackend(up=tc.StepError("pulumi up failed")), FakeSmoke())
     captured = capsys.readouterr()
-    for text in ("CA-CERT-TEXT", "CERT-TEXT", "PRIVATE-KEY-TEXT", "ENCRYPTED-TEXT"):
-        assert text not in captured.out + captured.err
+    for pem in (ca.cert_pem, leaf.cert_pem, leaf.key_pem):
+        body = [line for line in pem.splitlines() if not line.startswith("-----")]
+        assert not any(line in captured.out + captured.err for line in body)
+    assert "v1:XYZ" not in captured.out + captured.err
     assert "msr-cache:tls.keyPem" in captured.out  # keys are named, values are not
+
+
+# ---------------------------------------------------------------------------
+# Several caches: each one checked, from the `caches` output
+# ---------------------------------------------------------------------------
+
+TWO_SITES = {
+    "config": {
+        "msr-cache:msrHost": "msr.example.com",
+        "msr-cache:publishMode": "host",
+        "msr-cache:register": False,
+        "msr-cache:tls": {"mode": "selfSigned"},
+        "msr-cache:caches": [
+            {"name": "asia", "cacheHost": "cache-asia.example.com", "cacheNode": "asia-1"},
+            {"name": "europe", "cacheHost": "cache-europe.example.com", "cacheNode": "europe-1"},
+        ],
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def two_sites() -> tuple[tc.ConfigPlan, dict[str, Any]]:
+    """The test stack's plan for two sites (--port 6443), and the outputs the program
+    exports for that test stack's config."""
+    plan = tc.plan_config(TWO_SITES, env="prod", stack=STACK, port=6443)
+    config = _as_the_backend_sets_it(plan, TWO_SITES["config"])
+    run = run_program({k.split(":", 1)[1]: v for k, v in config.items()}, stack=STACK, base={})
+    return plan, run.exports
+
+
+def test_each_cache_is_smoke_checked_from_the_caches_output(
+    two_sites: tuple[tc.ConfigPlan, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, outputs = two_sites
+    assert "certificatePem" not in outputs  # two caches: only the map
+    backend, smoke = FakeBackend(outputs), FakeSmoke()
+    run = tc.CacheTest(env="prod", stack=STACK, plan=plan, root=ROOT, pull=("library/busybox", "1.36"))
+    assert tc.run_test(run, backend, smoke) == tc.EXIT_OK
+    assert backend.calls == ALL_STEPS
+    seen = [(c["address"], c["server_name"], c["ca"], c["expected_sha256"], c["pull"]) for c in smoke.calls]
+    assert seen == [
+        (("cache-asia.example.com", 6443), "cache-asia.example.com", None,
+         outputs["caches"]["asia"]["certificateSha256"], ("library/busybox", "1.36")),
+        (("cache-europe.example.com", 6444), "cache-europe.example.com", None,
+         outputs["caches"]["europe"]["certificateSha256"], ("library/busybox", "1.36")),
+    ]  # fmt: skip
+    out = capsys.readouterr().out
+    assert (
+        f"deployed cache asia: https://cache-asia.example.com:6443 (service {STACK}-asia, nodes asia-1, "
+        in out
+    )
+    assert "label msr-cache-test.a1b2c3.asia)" in out
+    assert (
+        "smoke check of cache europe: https://cache-europe.example.com at cache-europe.example.com:6444"
+        in out
+    )
+    assert "pinned by its certificateSha256 (self-signed)" in out
+    assert "PASSED: all 2 caches (asia, europe)" in out and f"removed stack {STACK}" in out
+
+
+def test_a_failing_cache_is_named_and_the_others_are_still_checked(
+    two_sites: tuple[tc.ConfigPlan, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, outputs = two_sites
+
+    def asia_fails(server_name: str) -> BaseException | None:
+        return SmokeError("the cache does not answer over TLS: timed out") if "asia" in server_name else None
+
+    backend, smoke = FakeBackend(outputs), FakeSmoke(asia_fails)
+    run = tc.CacheTest(env="prod", stack=STACK, plan=plan, root=ROOT)
+    assert tc.run_test(run, backend, smoke) == tc.EXIT_FAILED
+    assert len(smoke.calls) == 2 and backend.calls == ALL_STEPS
+    err = capsys.readouterr().err
+    assert "cache asia: FAILED: the cache does not answer over TLS: timed out" in err
+    assert "FAILED: 1 of 2 caches failed the smoke check: asia (above)" in err
+
+
+def test_addresses_of_caches_by_name(two_sites: tuple[tc.ConfigPlan, dict[str, Any]]) -> None:
+    plan, outputs = two_sites
+    address, addresses = tc.chosen_addresses([("europe", ("10.0.0.8", 443))], plan)
+    targets = tc.cache_targets(outputs, plan, address, addresses)
+    assert [(t.name, t.address, t.server_name) for t in targets] == [
+        ("asia", ("cache-asia.example.com", 6443), "cache-asia.example.com"),
+        ("europe", ("10.0.0.8", 443), "cache-europe.example.com"),
+    ]
+    given = tc.cache_targets(outputs, plan, ca_file=Path("/etc/corp-root.pem"))
+    assert all(t.ca_file == Path("/etc/corp-root.pem") and not t.pinned for t in given)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (
+            [(None, ("10.0.0.8", 443))],
+            r"several caches \(asia, europe\); say which: --address NAME=HOST:PORT",
+        ),
+        ([("emea", ("10.0.0.8", 443))], r"no cache emea in the stack; its caches are: asia, europe"),
+        ([("asia", ("10.0.0.8", 443))] * 2, r"--address asia=\.\.\. is given twice"),
+    ],
+)
+def test_addresses_that_name_no_one_cache_are_refused(
+    two_sites: tuple[tc.ConfigPlan, dict[str, Any]], given: list, message: str
+) -> None:
+    with pytest.raises(tc.Refusal, match=message):
+        tc.chosen_addresses(given, two_sites[0])
+
+
+def test_an_address_with_a_name_needs_caches() -> None:
+    plan = tc.plan_config(load(ROOT / "stacks/Pulumi.dev.yaml"), env="dev", stack=STACK)
+    with pytest.raises(tc.Refusal, match="the stack has no caches list; give --address HOST:PORT"):
+        tc.chosen_addresses([("asia", ("10.0.0.8", 443))], plan)
+    assert tc.chosen_addresses([(None, ("10.0.0.8", 443))], plan) == (("10.0.0.8", 443), {})
+    assert tc.parse_args(["prod", "--address", "asia=[::1]:443", "--address", "10.0.0.1:5443"]).address == [
+        ("asia", ("::1", 443)),
+        (None, ("10.0.0.1", 5443)),
+    ]
+
+
+def test_each_cache_trusts_its_own_ca() -> None:
+    corp, other = pki.make_ca("Corp CA"), pki.make_ca("Site CA")
+    doc = {
+        "config": {
+            "msr-cache:tls": {"mode": "caSigned", "caCertPem": corp.cert_pem, "caKeyPem": {"secure": "v1:k"}},
+            "msr-cache:caches": [
+                {"name": "asia"},
+                {"name": "europe", "tls": {"caCertPem": other.cert_pem, "caKeyPem": {"secure": "v1:k2"}}},
+                {"name": "branch", "tls": {"mode": "selfSigned"}},
+                {"name": "edge", "tls": {"mode": "provided"}},
+            ],
+        }
+    }
+    plan = tc.plan_config(doc, env="prod", stack=STACK)
+    assert plan.caches == (
+        tc.CachePlan("asia", "caSigned", corp.cert_pem),
+        tc.CachePlan("europe", "caSigned", other.cert_pem),
+        tc.CachePlan("branch", "selfSigned", None),
+        tc.CachePlan("edge", "provided", None),
+    )
+    outputs = {
+        "caches": {
+            c.name: {"cacheUrl": f"https://{c.name}.example.com", "certificateSha256": "AB:CD"}
+            for c in plan.caches
+        }
+    }
+    targets = tc.cache_targets(outputs, plan)
+    assert [(t.ca_pem, t.pinned) for t in targets] == [
+        (corp.cert_pem, False), (other.cert_pem, False), (None, True), (None, True),
+    ]  # fmt: skip
+    assert "tls.mode provided: this verifies only a self-signed certificate" in targets[3].ca_source
+    with pytest.raises(tc.StepError, match="the caches output has no cache edge"):
+        tc.cache_targets({"caches": {k: v for k, v in outputs["caches"].items() if k != "edge"}}, plan)
+    with pytest.raises(tc.StepError, match="the stack has no caches output"):
+        tc.cache_targets({}, plan)
 
 
 # ---------------------------------------------------------------------------
@@ -611,6 +970,63 @@ def test_real_smoke_check_refuses_another_certificate(
     run = a_run(address=("127.0.0.1", port), timeout=2)
     assert tc.run_test(run, FakeBackend(outputs)) == tc.EXIT_FAILED
     assert "FAILED: the cache does not answer over verified TLS" in capsys.readouterr().err
+
+
+def _sha256(cert_pem: str) -> str:
+    """As the `caches` output has it: colon-separated upper-case hex."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    digest = x509.load_pem_x509_certificate(cert_pem.encode()).fingerprint(hashes.SHA256()).hex().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def _two_self_signed(https_v2: Any, served_europe: pki.Issued | None = None) -> tuple[tc.CacheTest, dict]:
+    asia = pki.make_leaf("localhost", dns=["localhost"])
+    europe = pki.make_leaf("localhost", dns=["localhost"])
+    ports = {"asia": https_v2(asia), "europe": https_v2(served_europe or europe)}
+    doc = {"config": {"msr-cache:caches": [{"name": "asia"}, {"name": "europe"}]}}
+    plan = tc.plan_config(doc, env="prod", stack=STACK)
+    outputs = {
+        "caches": {
+            name: {
+                "cacheUrl": f"https://localhost:{ports[name]}",
+                "certificateSha256": _sha256(leaf.cert_pem),
+            }
+            for name, leaf in (("asia", asia), ("europe", europe))
+        }
+    }
+    return tc.CacheTest(env="prod", stack=STACK, plan=plan, root=ROOT, timeout=3), outputs
+
+
+def test_real_smoke_check_of_several_self_signed_caches_pins_each_served_certificate(
+    https_v2: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, outputs = _two_self_signed(https_v2)
+    assert tc.run_test(run, FakeBackend(outputs)) == tc.EXIT_OK
+    out = capsys.readouterr().out
+    assert "cache asia answered over verified TLS" in out and "cache europe answered over verified TLS" in out
+
+
+def test_real_smoke_check_refuses_a_cache_serving_another_certificate(
+    https_v2: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, outputs = _two_self_signed(https_v2, served_europe=pki.make_leaf("localhost", dns=["localhost"]))
+    assert tc.run_test(run, FakeBackend(outputs)) == tc.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert re.search(
+        r"cache europe: FAILED: the cache presents certificate [0-9a-f]{64}, not the stack's", err
+    )
+    assert "1 of 2 caches failed the smoke check: europe" in err and "cache asia: FAILED" not in err
+
+
+def test_real_smoke_check_of_a_cache_that_never_answers() -> None:
+    with pytest.raises(
+        SmokeError, match=r"the cache does not answer over TLS: .* did not complete a TLS handshake"
+    ):
+        smoke_check(("127.0.0.1", 1), "localhost", None, timeout=0.3, expected_sha256="AB:CD")
+    with pytest.raises(ValueError, match="expected_sha256"):
+        smoke_check(("127.0.0.1", 1), "localhost", None)
 
 
 # ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from rehearsal import pki
 from tests.support.docker_errors import MOUNT_ERROR
 from tools import smoke
 from tools.redact import REDACT
+from tools.stack_file import problems, project_values
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = "test-prod-20250304050607-a1b2c3d4"
@@ -98,19 +99,35 @@ class FailingBackend:
         pass
 
 
+BASE = {
+    "msr-cache:msrHost": "msr.example.com",
+    "msr-cache:cacheHost": "cache.example.com",
+    "msr-cache:cacheNode": "node1",
+    "msr-cache:register": False,
+}
+
+
 def run_with(config: dict[str, Any], backend: FailingBackend) -> int:
-    plan = tc.plan_config({"config": config}, env="prod", stack=STACK)
+    """A test-cache run of a stack file with `config` over BASE: one the stack-file
+    check (what `up` refuses, run before the plan) lets through."""
+    doc = {"config": {**BASE, **config}}
+    assert problems(project_values(doc, Path("Pulumi.prod.yaml"))) == []
+    plan = tc.plan_config(doc, env="prod", stack=STACK)
     return tc.run_test(tc.CacheTest(env="prod", stack=STACK, plan=plan, root=ROOT), backend)
 
 
 def test_a_failed_step_quoting_a_plain_key_set_as_secret_is_redacted(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    config = {"msr-cache:tls": {"mode": "provided", "certPem": "CERT", "keyPem": "PLAIN-KEY-MATERIAL"}}
-    error = tc.StepError("pulumi up failed: cannot load key PLAIN-KEY-MATERIAL")
+    # A plain key gets past the check only with another tls value encrypted (the CLI
+    # then treats all of tls as secret).
+    leaf = pki.make_leaf("cache.example.com", dns=["cache.example.com"])
+    config = {"msr-cache:tls": {"mode": "provided", "certPem": {"secure": "v1:c"}, "keyPem": leaf.key_pem}}
+    line = leaf.key_pem.splitlines()[1]
+    error = tc.StepError(f"pulumi up failed: cannot load key {line}")
     assert run_with(config, FailingBackend(error)) == tc.EXIT_FAILED
     err = capsys.readouterr().err
-    assert "FAILED: pulumi up failed: cannot load key [secret]" in err and "PLAIN-KEY-MATERIAL" not in err
+    assert "FAILED: pulumi up failed: cannot load key [secret]" in err and line not in err
 
 
 def test_a_failed_step_quoting_a_docker_mount_error_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
@@ -123,7 +140,9 @@ def test_a_failed_step_quoting_a_docker_mount_error_is_redacted(capsys: pytest.C
 def test_a_volume_password_from_the_stack_file_is_never_printed_even_alone(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    config = {"msr-cache:storage": {"mode": "volume", "driverOpts": {"o": "username=svc,password=hunter22"}}}
+    # Plain credentials get past the check only with another storage value encrypted.
+    opts = {"o": "username=svc,password=hunter22", "device": {"secure": "v1:d"}, "type": "cifs"}
+    config = {"msr-cache:storage": {"mode": "volume", "driverOpts": opts}}
     error = tc.StepError("pulumi up failed: CIFS VFS: cifs_mount failed w/return code = -13 for 'hunter22'")
     assert run_with(config, FailingBackend(error)) == tc.EXIT_FAILED
     assert "hunter22" not in capsys.readouterr().err

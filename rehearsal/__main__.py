@@ -135,10 +135,65 @@ def refuse_if_one_is_there() -> None:
         )
 
 
+# Where scripts/swarm.sh describes a swarm that is up (MSRC_SWARM when run through it).
+SWARM_NODES = Path("/tmp/msrc-swarm/nodes.json")  # noqa: S108 - scripts/swarm.sh's fixed place
+DEFAULT_NODES = 3
+
+
+def swarm_size() -> tuple[int, bool]:
+    """(how many nodes the local swarm has, whether it is up): read from its
+    nodes.json when it is up, else the size `make rehearse` will start it
+    with (NODES, default 3)."""
+    path = Path(os.environ.get("MSRC_SWARM") or SWARM_NODES)
+    try:
+        return len(json.loads(path.read_text()).get("nodes") or []), True
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        return int(os.environ.get("NODES") or DEFAULT_NODES), False
+    except ValueError:
+        return DEFAULT_NODES, False
+
+
+def more_nodes_hint(needed: int, up: bool, have: int) -> str:
+    """How to give the rehearsal `needed` nodes for caches (plus the msr node)."""
+    total = needed + 1
+    if up:
+        missing = range(have + 1, total + 1)
+        adds = " && ".join(f"scripts/swarm.sh node-add msrc-node{i}" for i in missing)
+        return (
+            f"add nodes to the running swarm ({adds}), "
+            f"or `make swarm-down` and `make rehearse ... NODES={total}`"
+        )
+    return f"run it as `make rehearse ... NODES={total}`, which starts a swarm of {total} nodes"
+
+
+def refuse_if_too_few_nodes(values: dict[str, Any]) -> None:
+    """Before anything is started: the caches need more nodes than the swarm
+    has (or will have) for them, the msr node aside."""
+    from rehearsal.stack import Unrehearsable, nodes_needed, refuse_unreadable
+
+    try:
+        refuse_unreadable(values)
+    except Unrehearsable as exc:
+        refuse(f"rehearse: {exc}")
+    needed = nodes_needed(values)
+    have, up = swarm_size()
+    if needed > max(have - 1, 0):
+        state = "has" if up else "will start with"
+        refuse(
+            f"rehearse: the stack's caches need {needed} nodes of the local swarm (one per task, and caches "
+            "publishing the same port on nodes of their own), besides the msr node that runs the MSR "
+            "stand-in; "
+            f"the local swarm {state} {have} nodes in all: {more_nodes_hint(needed, up, have)}"
+        )
+
+
 def check(args: argparse.Namespace) -> int:
-    _name, path, _values = checked_stack(args)
+    _name, path, values = checked_stack(args)
     if args.for_up:
         refuse_if_one_is_there()
+        refuse_if_too_few_nodes(values)
     say(f"rehearse: {shown(path)}: read as the Pulumi CLI reads it, and no problem `pulumi up` would refuse")
     return EXIT_OK
 
@@ -157,22 +212,39 @@ def up(args: argparse.Namespace) -> int:
     name, path, stack = checked_stack(args)
     refuse_if_one_is_there()
 
+    from rehearsal import object_store
     from rehearsal import upstream as up_
     from rehearsal.applier import Rehearsal
-    from rehearsal.deploy import apply_and_serve
-    from tools.smoke import smoke_check
+    from rehearsal.deploy import apply_and_serve, cache_nodes
+    from rehearsal.stack import (
+        NotEnoughNodes,
+        Unrehearsable,
+        needs_object_store,
+        place_caches,
+        refuse_unreadable,
+    )
 
     c, swarm = client()
     for tag in (swarm.upstream_image, swarm.stand_in_image):
         if not swarm.msr.client().images.list(name=tag):
             refuse(f"rehearse: test image {tag} is missing; rehearsal/images/build.sh builds it")
+    try:
+        refuse_unreadable(stack)
+        place_caches(stack, cache_nodes(swarm))
+    except NotEnoughNodes as exc:
+        hint = more_nodes_hint(exc.needed, True, len(swarm.nodes))
+        refuse(f"rehearse: {exc}: {hint}")
+    except Unrehearsable as exc:
+        refuse(f"rehearse: {exc}")
     workdir = STATE_DIR / name
     port = int(os.environ.get("UPSTREAM_PORT", "5900"))
+    store_port = int(os.environ.get("OBJECT_STORE_PORT", str(object_store.DEFAULT_PORT)))
+    facts: dict[str, Any] = {"upstreamPort": port, "workdir": str(workdir)}
+    if needs_object_store(stack):
+        facts["objectStorePort"] = store_port
     # The state file exists before anything is started and follows every
     # change, so `make rehearse-down` can finish whatever this run leaves.
-    rehearsal = Rehearsal(
-        c, name, log=lambda m: say(f"  {m}"), state_file=STATE, upstreamPort=port, workdir=str(workdir)
-    )
+    rehearsal = Rehearsal(c, name, log=lambda m: say(f"  {m}"), state_file=STATE, **facts)
     rehearsal.save(STATE, **rehearsal.extra)
     status = EXIT_FAILED
     try:
@@ -184,73 +256,117 @@ def up(args: argparse.Namespace) -> int:
             image = up_.sample_image()
             up_.push(upstream, TEST_REPO, TEST_TAG, image)
             say(f"rehearse: pushed {TEST_REPO}:{TEST_TAG} to the upstream")
+            store = None
+            if "objectStorePort" in facts:
+                say(
+                    f"rehearse: starting the S3 stand-in (moto) on {swarm.msr.hostname} "
+                    f"({swarm.msr.address}:{store_port})"
+                )
+                store = object_store.start(swarm, workdir / "object-store", store_port)
             say("rehearse: applying the program to the swarm, with these stand-ins:")
-            deployed = apply_and_serve(rehearsal, stack, upstream, workdir, log=say, swarm=swarm)
-            smoke = smoke_check(
-                deployed.address, deployed.server_name, str(deployed.ca_file),
-                expected_cert_pem=deployed.run.exports["certificatePem"], pull=(TEST_REPO, TEST_TAG),
-            )  # fmt: skip
-            pull_ok = smoke.pulled_digest == image.digest
-            say(f"rehearse: the cache presents the stack's certificate ({smoke.certificate_sha256[:16]}...)")
-            say(f"rehearse: pulled {TEST_REPO}:{TEST_TAG} through the cache over verified TLS: {pull_ok}")
-            engine_pull(c, deployed.address)
-            say("rehearse: `docker pull` through the cache: ok")
-            redirected_ok = as_msr_users_pull(upstream, deployed, swarm)
-            report(args, deployed, swarm, pull_ok, upstream, redirected_ok)
-            status = EXIT_OK if pull_ok and redirected_ok else EXIT_FAILED
+            deployed = apply_and_serve(rehearsal, stack, upstream, workdir, log=say, swarm=swarm, store=store)
+            results = {
+                key: check_cache(c, cache, deployed, image, upstream, swarm)
+                for key, cache in deployed.caches.items()
+            }
+            report(args, deployed, swarm, upstream, results, store)
+            ok = all(r["pullOk"] and r["redirectedPullOk"] for r in results.values())
+            status = EXIT_OK if ok else EXIT_FAILED
     except KeyboardInterrupt:
         say("rehearse: interrupted")
         status = EXIT_INTERRUPTED
+    except Unrehearsable as exc:
+        say(f"rehearse: FAILED: {exc}")
     except Exception as exc:
         say(f"rehearse: FAILED: {type(exc).__name__}: {exc}")
     if args.keep and status == EXIT_OK:
         say("rehearse: kept running (KEEP=1); remove it with `make rehearse-down`")
         return status
     say("rehearse: removing the rehearsal")
-    if not finish(rehearsal, swarm, port, workdir):
+    if not finish(rehearsal, swarm, port, workdir, store_port=facts.get("objectStorePort")):
         say("rehearse: some of it could not be removed (above); `make rehearse-down` retries")
         return EXIT_FAILED if status == EXIT_OK else status
     return status
 
 
-def as_msr_users_pull(upstream: Any, deployed: Any, swarm: LocalSwarm) -> bool:
+def check_cache(
+    c: Any, cache: Any, deployed: Any, image: Any, upstream: Any, swarm: LocalSwarm
+) -> dict[str, Any]:
+    """One cache, as the site and MSR users meet it: the certificate, a pull
+    through it (verifying, and `docker pull`) on every node it runs on, and a
+    user's pull from MSR redirected to it. Returns pullOk and redirectedPullOk."""
+    from tools.smoke import smoke_check
+
+    listed = deployed.settings.listed
+    named = f"{cache.key}: " if listed else ""
+    pull_ok = True
+    for address in cache.addresses:
+        if listed:
+            expected: dict[str, Any] = {"expected_sha256": cache.exports["certificateSha256"]}
+        else:
+            expected = {"expected_cert_pem": deployed.run.exports["certificatePem"]}
+        smoke = smoke_check(
+            address, cache.server_name, str(cache.ca_file), pull=(TEST_REPO, TEST_TAG), **expected
+        )
+        ok = smoke.pulled_digest == image.digest
+        pull_ok = pull_ok and ok
+        at = f" at {address[0]}:{address[1]}" if len(cache.addresses) > 1 else ""
+        say(
+            f"rehearse: {named}the cache{at} presents the stack's certificate "
+            f"({smoke.certificate_sha256[:16]}...)"
+        )
+        say(f"rehearse: {named}pulled {TEST_REPO}:{TEST_TAG} through the cache{at} over verified TLS: {ok}")
+        engine_pull(c, address)
+        say(f"rehearse: {named}`docker pull` through the cache{at}: ok")
+    repo = f"{USER_REPO}-{cache.key}" if listed else USER_REPO
+    redirected_ok = as_msr_users_pull(upstream, cache, swarm, repo, named)
+    return {"pullOk": pull_ok, "redirectedPullOk": redirected_ok}
+
+
+def as_msr_users_pull(
+    upstream: Any, cache: Any, swarm: LocalSwarm, repo: str = USER_REPO, named: str = ""
+) -> bool:
     """The cache as MSR users meet it: registered with MSR, chosen by a user,
     who pulls from MSR and gets every layer from the cache, and on a warm pull
     MSR serves no layer bytes at all (its access log)."""
     from rehearsal import upstream as up_
     from rehearsal.user_pull import cache_client, pull_as_user
 
-    exports = deployed.run.exports
-    cache_url, registration_id = exports["cacheUrl"], exports["registrationId"]
+    cache_url, registration_id = cache.exports["cacheUrl"], cache.exports["registrationId"]
     registered = {r["id"]: r for r in upstream.registrations()}
     entry = registered.get(registration_id)
     if entry is None or entry["host"] != cache_url:
-        say(f"rehearse: MSR does not list the registration {registration_id} for {cache_url}: {registered}")
+        say(
+            f"rehearse: {named}MSR does not list the registration {registration_id} for {cache_url}: "
+            f"{registered}"
+        )
         return False
-    say(f"rehearse: registered with MSR as {entry['name']!r} (id {registration_id}) for {cache_url}")
+    say(f"rehearse: {named}registered with MSR as {entry['name']!r} (id {registration_id}) for {cache_url}")
     upstream.set_user_cache(upstream.test_user, registration_id)
-    say(f"rehearse: MSR user {upstream.test_user} chose that cache (the stand-in's control)")
+    say(f"rehearse: {named}MSR user {upstream.test_user} chose that cache (the stand-in's control)")
     image = up_.sample_image()
-    up_.push(upstream, USER_REPO, TEST_TAG, image)
+    up_.push(upstream, repo, TEST_TAG, image)
     msr = upstream.registry(as_user=upstream.test_user)
-    cache_for = cache_client(cache_url, deployed.address, str(deployed.ca_file))
-    cold = pull_as_user(msr, USER_REPO, TEST_TAG, cache_for)
+    cache_for = cache_client(cache_url, cache.address, str(cache.ca_file))
+    cold = pull_as_user(msr, repo, TEST_TAG, cache_for)
     upstream.wait_quiet()  # the cache has stored what it fetched
     before = upstream.blob_bytes_served(cold.blobs)
-    warm = pull_as_user(msr, USER_REPO, TEST_TAG, cache_for)
+    warm = pull_as_user(msr, repo, TEST_TAG, cache_for)
     msr_bytes = upstream.blob_bytes_served(warm.blobs) - before
     ok = cold.digest == warm.digest == image.digest and not cold.from_msr and not warm.from_msr
     ok = ok and msr_bytes == 0
     say(
-        f"rehearse: {upstream.test_user} pulled {USER_REPO}:{TEST_TAG} from MSR: "
+        f"rehearse: {named}{upstream.test_user} pulled {repo}:{TEST_TAG} from MSR: "
         f"{len(warm.from_cache)}/{len(warm.blobs)} layers redirected to the cache, "
         f"{msr_bytes} layer bytes from MSR on the warm pull: {ok}"
     )
-    return ok and docker_pull_from_msr(upstream, swarm, cache_url, image.blobs)
+    return ok and docker_pull_from_msr(upstream, cache.node, cache_url, image.blobs, repo, named)
 
 
-def docker_pull_from_msr(upstream: Any, swarm: LocalSwarm, cache_url: str, blobs: Any) -> bool:
-    """`docker pull <msr>/<repo>:<tag>` as the user, by the engine of the cache
+def docker_pull_from_msr(
+    upstream: Any, node: Any, cache_url: str, blobs: Any, repo: str = USER_REPO, named: str = ""
+) -> bool:
+    """`docker pull <msr>/<repo>:<tag>` as the user, by the engine of the cache's
     node (a site client next to the cache), which follows MSR's redirects to
     cacheUrl: only when cacheHost resolves there (localhost, an IP, a name in
     /etc/hosts), as it must for real clients."""
@@ -261,16 +377,22 @@ def docker_pull_from_msr(upstream: Any, swarm: LocalSwarm, cache_url: str, blobs
     try:
         socket.getaddrinfo(host, None)
     except OSError:
-        say(f"rehearse: `docker pull` from MSR skipped: cacheHost {host} does not resolve on this machine")
+        say(
+            f"rehearse: {named}`docker pull` from MSR skipped: cacheHost {host} does not resolve "
+            "on this machine"
+        )
         return True
     before = upstream.blob_bytes_served(blobs)
-    engine = swarm.cache.client()
-    ref = f"{upstream.host}:{upstream.port}/{USER_REPO}"
+    engine = node.client()
+    ref = f"{upstream.host}:{upstream.port}/{repo}"
     auth = {"username": upstream.test_user, "password": upstream.test_password}
     pulled = engine.images.pull(ref, tag=TEST_TAG, auth_config=auth)
     engine.images.remove(pulled.id, force=True)
     msr_bytes = upstream.blob_bytes_served(blobs) - before
-    say(f"rehearse: `docker pull {ref}:{TEST_TAG}` as {upstream.test_user}: {msr_bytes} layer bytes from MSR")
+    say(
+        f"rehearse: {named}`docker pull {ref}:{TEST_TAG}` as {upstream.test_user}: "
+        f"{msr_bytes} layer bytes from MSR"
+    )
     return msr_bytes == 0
 
 
@@ -278,27 +400,61 @@ def report(
     args: argparse.Namespace,
     deployed: Any,
     swarm: LocalSwarm,
-    pull_ok: bool,
     upstream: Any,
-    redirected_ok: bool,
+    results: dict[str, dict[str, Any]],
+    store: Any = None,
 ) -> None:
-    exports = deployed.run.exports
-    doc = {
-        "cacheUrl": exports["cacheUrl"],
-        "address": f"{deployed.address[0]}:{deployed.address[1]}",
-        "caFile": str(deployed.ca_file.resolve()),
-        "dockerHost": os.environ["DOCKER_HOST"],
-        "serviceName": exports["serviceName"],
-        "node": deployed.node.hostname,
-        "nodeAddress": deployed.node.address,
-        "manager": swarm.manager.hostname,
-        "label": exports["label"],
-        "secondsToServe": deployed.seconds_to_serve,
-        "pullOk": pull_ok,
-        "msrApi": f"{upstream.url}/api/v0/content_caches",
-        "registrationId": exports["registrationId"],
-        "redirectedPullOk": redirected_ok,
-    }
+    """The JSON report: `caches`, one entry per cache; with one cache, its
+    values at the top level too, as before stacks had several."""
+    caches = {}
+    for key, cache in deployed.caches.items():
+        caches[key] = {
+            "cacheUrl": cache.cache_url,
+            "address": f"{cache.address[0]}:{cache.address[1]}",
+            "addresses": [f"{a}:{p}" for a, p in cache.addresses],
+            "caFile": str(cache.ca_file.resolve()),
+            "serviceName": cache.exports["serviceName"],
+            "node": cache.node.hostname,
+            "nodes": [n.hostname for n in cache.nodes],
+            "nodeAddress": cache.node.address,
+            "label": cache.exports["label"],
+            "upstream": cache.exports["upstream"],
+            "secondsToServe": cache.seconds_to_serve,
+            "pullOk": results[key]["pullOk"],
+            "registrationId": cache.exports["registrationId"],
+            "redirectedPullOk": results[key]["redirectedPullOk"],
+        }
+    doc: dict[str, Any]
+    if not deployed.settings.listed:
+        ((key, one),) = caches.items()
+        doc = {
+            "cacheUrl": one["cacheUrl"],
+            "address": one["address"],
+            "caFile": one["caFile"],
+            "dockerHost": os.environ["DOCKER_HOST"],
+            "serviceName": one["serviceName"],
+            "node": one["node"],
+            "nodeAddress": one["nodeAddress"],
+            "manager": swarm.manager.hostname,
+            "label": one["label"],
+            "secondsToServe": one["secondsToServe"],
+            "pullOk": one["pullOk"],
+            "msrApi": f"{upstream.url}/api/v0/content_caches",
+            "registrationId": one["registrationId"],
+            "redirectedPullOk": one["redirectedPullOk"],
+        }
+    else:
+        doc = {
+            "dockerHost": os.environ["DOCKER_HOST"],
+            "manager": swarm.manager.hostname,
+            "msrApi": f"{upstream.url}/api/v0/content_caches",
+            "secondsToServe": deployed.seconds_to_serve,
+            "pullOk": all(r["pullOk"] for r in results.values()),
+            "redirectedPullOk": all(r["redirectedPullOk"] for r in results.values()),
+        }
+    if store is not None:
+        doc["objectStore"] = f"{store.endpoint}/{store.bucket}"
+    doc["caches"] = caches
     if args.report:
         Path(args.report).write_text(json.dumps(doc, indent=2) + "\n")
         say(f"rehearse: report written to {args.report}")
@@ -349,11 +505,13 @@ def _uninterrupted() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def finish(rehearsal: Any, swarm: LocalSwarm, port: int | None, workdir: Path | None) -> bool:
+def finish(
+    rehearsal: Any, swarm: LocalSwarm, port: int | None, workdir: Path | None, store_port: int | None = None
+) -> bool:
     """Remove everything; the state file and the work folder go only when all did
     (what is left stays in the state file, for `make rehearse-down`)."""
     with _uninterrupted():
-        if not teardown(rehearsal, swarm, port):
+        if not teardown(rehearsal, swarm, port, store_port):
             return False
         STATE.unlink(missing_ok=True)
         if workdir is not None:
@@ -361,22 +519,26 @@ def finish(rehearsal: Any, swarm: LocalSwarm, port: int | None, workdir: Path | 
         return True
 
 
-def teardown(rehearsal: Any, swarm: LocalSwarm, port: int | None) -> bool:
+def teardown(rehearsal: Any, swarm: LocalSwarm, port: int | None, store_port: int | None = None) -> bool:
     """Remove everything, each step even when one before it failed; True when all went."""
+    from rehearsal import object_store
     from rehearsal import upstream as up_
-    from rehearsal.deploy import pulumi_volumes, remove_labelled, remove_node_volumes
+    from rehearsal.deploy import pulumi_volumes, remove_labelled, remove_volumes_everywhere
 
     done = True
     volumes = pulumi_volumes(rehearsal)
-    for step, action in (
+    steps: list[tuple[str, Any]] = [
         ("the stack's resources", rehearsal.destroy),
         (
             "what else carries the stack's label",
             lambda: remove_labelled(rehearsal.ctx.client, rehearsal.stack, say),
         ),
-        ("the cache node's volume", lambda: remove_node_volumes(swarm.cache, volumes, log=say)),
+        ("the caches' nodes' volumes", lambda: remove_volumes_everywhere(swarm, volumes, log=say)),
         ("the MSR stand-in", lambda: up_.stop(swarm, port)),
-    ):
+    ]
+    if store_port is not None:
+        steps.append(("the S3 stand-in", lambda: object_store.stop(store_port)))
+    for step, action in steps:
         try:
             action()
         except Exception as exc:
@@ -418,7 +580,10 @@ def down(_args: argparse.Namespace) -> int:
         _registration_credentials(rehearsal, Path(extra["workdir"]) / "upstream")
     say(f"rehearse: removing the rehearsal of stack {rehearsal.stack}")
     workdir = extra.get("workdir")
-    if not finish(rehearsal, swarm, extra.get("upstreamPort"), Path(workdir) if workdir else None):
+    store_port = extra.get("objectStorePort")
+    if not finish(
+        rehearsal, swarm, extra.get("upstreamPort"), Path(workdir) if workdir else None, store_port=store_port
+    ):
         say("rehearse: some of it could not be removed (above); run `make rehearse-down` again")
         return EXIT_FAILED
     say("rehearse: removed")

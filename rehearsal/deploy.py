@@ -3,21 +3,79 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from components.settings import is_ip
 from rehearsal.applier import Rehearsal
 from rehearsal.engine import Run
 from rehearsal.localswarm import LocalSwarm, Node
-from rehearsal.stack import RehearsalConfig, for_local_swarm
+from rehearsal.stack import RehearsalConfig, RehearsedCache, for_local_swarm
 from rehearsal.upstream import Upstream
 from tools.smoke import Registry
 
+if TYPE_CHECKING:
+    from rehearsal.object_store import ObjectStore
+
 SERVE_TIMEOUT = 90.0
+
+
+@dataclass
+class DeployedCache:
+    """One cache of the rehearsed stack, serving on the local swarm."""
+
+    key: str
+    """Its key in the `caches` export: the entry's name, or the one cache's MSR name."""
+    plan: RehearsedCache
+    exports: dict[str, Any]
+    """Its entry of the `caches` export (cacheUrl, serviceName, registrationId, ...)."""
+    ca_file: Path
+    nodes: tuple[Node, ...]
+    """Its nodes, one per task: the label is there, the tasks run there, the port is published there."""
+    client: Any = field(repr=False)
+    """The manager's client."""
+    seconds_to_serve: float = 0.0
+
+    @property
+    def node(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def port(self) -> int:
+        return self.plan.cache_port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where clients reach the cache: host mode publishes on the node's address."""
+        return (self.node.address, self.port)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Every task's address (one per node)."""
+        return [(n.address, self.port) for n in self.nodes]
+
+    @property
+    def server_name(self) -> str:
+        return self.plan.cache_host
+
+    @property
+    def cache_url(self) -> str:
+        return str(self.exports["cacheUrl"])
+
+    def registry(self, address: tuple[str, int] | None = None) -> Registry:
+        return Registry(address or self.address, self.server_name, str(self.ca_file))
+
+    def service(self) -> Any:
+        return self.client.services.get(self.exports["serviceName"])
+
+    def running_tasks(self) -> list[dict[str, Any]]:
+        tasks = self.service().tasks(filters={"desired-state": "running"})
+        return [t for t in tasks if t["Status"]["State"] == "running"]
 
 
 @dataclass
@@ -25,33 +83,58 @@ class Deployed:
     rehearsal: Rehearsal
     run: Run
     settings: RehearsalConfig
-    ca_file: Path
-    seconds_to_serve: float
-    node: Node
-    """The cache node: the label is there, the task runs there, the port is published there."""
+    caches: dict[str, DeployedCache]
+    """Every cache, keyed as the `caches` export, in the stack's order."""
 
     @property
     def config(self) -> dict[str, Any]:
         return self.settings.config
 
     @property
+    def only(self) -> DeployedCache:
+        """The stack's one cache; with several, say which (caches[name])."""
+        if len(self.caches) != 1:
+            raise ValueError(
+                f"the stack has {len(self.caches)} caches ({', '.join(self.caches)}): use caches[name]"
+            )
+        return next(iter(self.caches.values()))
+
+    # The one cache's, as before stacks had several.
+    @property
+    def ca_file(self) -> Path:
+        return self.only.ca_file
+
+    @property
+    def seconds_to_serve(self) -> float:
+        return max(c.seconds_to_serve for c in self.caches.values())
+
+    @property
+    def node(self) -> Node:
+        return self.only.node
+
+    @property
     def address(self) -> tuple[str, int]:
-        """Where clients reach the cache: host mode publishes on the cache node's address."""
-        return (self.node.address, int(self.config.get("cachePort", 443)))
+        return self.only.address
 
     @property
     def server_name(self) -> str:
-        return str(self.config["cacheHost"])
+        return self.only.server_name
 
     def registry(self) -> Registry:
-        return Registry(self.address, self.server_name, str(self.ca_file))
+        return self.only.registry()
 
     def service(self) -> Any:
-        return self.rehearsal.ctx.client.services.get(self.run.exports["serviceName"])
+        return self.only.service()
 
     def running_tasks(self) -> list[dict[str, Any]]:
-        tasks = self.service().tasks(filters={"desired-state": "running"})
-        return [t for t in tasks if t["Status"]["State"] == "running"]
+        return self.only.running_tasks()
+
+
+def cache_nodes(swarm: LocalSwarm) -> list[str]:
+    """The nodes caches may run on, in order of preference: the cache node, the
+    other workers, then the manager; never the msr node (the stand-ins)."""
+    others = sorted(n.hostname for n in swarm.nodes if n not in (swarm.cache, swarm.manager, swarm.msr))
+    return [swarm.cache.hostname, *others, swarm.manager.hostname]
 
 
 def apply_and_serve(
@@ -62,29 +145,120 @@ def apply_and_serve(
     overrides: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
     swarm: LocalSwarm | None = None,
+    store: ObjectStore | None = None,
 ) -> Deployed:
-    """Apply `stack` (a stack file's msr-cache: keys) to the swarm's cache node
-    and wait until the cache answers /v2/ there."""
+    """Apply `stack` (a stack file's msr-cache: keys) to the swarm, each cache
+    on its nodes (the stack's one cache on the cache node), and wait until
+    every cache answers /v2/ over verified TLS on every node it runs on.
+    `store`: the S3 stand-in, for a stack with object storage."""
     swarm = swarm or LocalSwarm.from_env()
-    settings = for_local_swarm(stack, upstream, swarm.cache.hostname, overrides, image=swarm.stand_in_image)
-    node = swarm.node(str(settings.config["cacheNode"]))
+    settings = for_local_swarm(
+        stack, upstream, swarm.cache.hostname, overrides,
+        image=swarm.stand_in_image, nodes=cache_nodes(swarm), store=store,
+    )  # fmt: skip
     for note in settings.notes:
         log(f"rehearse: {note}")
+    hosts = parent_hosts(settings, swarm)
+    for line in hosts:
+        address, name = line.split(" ", 1)
+        log(f"rehearse: {name} resolves to {address} in the caches' containers (a parent cache; DNS there)")
     started = time.monotonic()
-    run = rehearsal.apply(settings.config, settings.secret_keys)
+    run = _apply(rehearsal, settings, hosts)
     workdir.mkdir(parents=True, exist_ok=True)
-    ca_file = workdir / "cache-ca.pem"
-    # selfSigned: the certificate is its own trust anchor.
-    ca_file.write_text(settings.client_ca_pem or run.exports["certificatePem"])
-    deployed = Deployed(rehearsal, run, settings, ca_file, 0.0, node)
-    log(f"rehearse: waiting for {run.exports['cacheUrl']} at {deployed.address[0]}:{deployed.address[1]}")
-    deployed.registry().wait_ready(SERVE_TIMEOUT)
-    deployed.seconds_to_serve = round(time.monotonic() - started, 2)
-    log(
-        f"rehearse: the cache answers /v2/ over verified TLS "
-        f"({deployed.seconds_to_serve} s after apply began)"
-    )
+    exported: dict[str, Any] = run.exports["caches"]
+    caches: dict[str, DeployedCache] = {}
+    for (key, exports), plan in zip(exported.items(), settings.caches, strict=True):
+        ca_file = workdir / ("cache-ca.pem" if not settings.listed else f"cache-ca-{plan.name}.pem")
+        # selfSigned: the certificate is its own trust anchor.
+        ca_file.write_text(plan.client_ca_pem or served_certificate_pem(run, plan))
+        nodes = tuple(swarm.node(n) for n in plan.nodes)
+        caches[key] = DeployedCache(key, plan, exports, ca_file, nodes, rehearsal.ctx.client)
+    deployed = Deployed(rehearsal, run, settings, caches)
+    for cache in caches.values():
+        where = ", ".join(f"{host}:{port}" for host, port in cache.addresses)
+        log(f"rehearse: waiting for {cache.cache_url} at {where}")
+        for task_address in cache.addresses:
+            cache.registry(task_address).wait_ready(SERVE_TIMEOUT)
+        cache.seconds_to_serve = round(time.monotonic() - started, 2)
+        named = f"{cache.key} " if settings.listed else ""
+        log(
+            f"rehearse: the cache {named}answers /v2/ over verified TLS "
+            f"({cache.seconds_to_serve} s after apply began)"
+        )
     return deployed
+
+
+def served_certificate_pem(run: Run, plan: RehearsedCache) -> str:
+    """The certificate (and chain) the cache serves: its cache-cert Swarm secret."""
+    if plan.name is None:
+        return str(run.exports["certificatePem"])
+    data = run.named(f"msr-cache-{plan.name}-files-cache-cert").plain["data"]
+    return base64.b64decode(data).decode()
+
+
+def parent_hosts(settings: RehearsalConfig, swarm: LocalSwarm) -> list[str]:
+    """`<address> <cacheHost>` of each parent cache of the stack whose cacheHost
+    is a name: a child's config.yml names it as its upstream, and on the local
+    swarm no DNS knows it. Its (first) node's address, as production's DNS
+    would answer with the node's or the load balancer's."""
+    by_name = {c.name: c for c in settings.caches if c.name}
+    lines = []
+    for parent in sorted({c.parent for c in settings.caches if c.parent}):
+        p = by_name.get(parent)
+        if p is None or is_ip(p.cache_host) or p.cache_host == "localhost":
+            continue
+        lines.append(f"{swarm.node(p.nodes[0]).address} {p.cache_host}")
+    return lines
+
+
+def _apply(rehearsal: Rehearsal, settings: RehearsalConfig, hosts: list[str]) -> Run:
+    """Apply, with `hosts` in every service's containers' /etc/hosts (ContainerSpec
+    Hosts, as `docker service create --host`). It is not one of the program's
+    inputs: it stands in for the DNS of the site, which the program does not
+    manage either, so the state holds the program's inputs only."""
+    if not hosts:
+        return rehearsal.apply(settings.config, settings.secret_keys)
+    client = rehearsal.ctx.client
+    rehearsal.ctx.client = _WithHosts(client, hosts)
+    try:
+        return rehearsal.apply(settings.config, settings.secret_keys)
+    finally:
+        rehearsal.ctx.client = client
+
+
+class _WithHosts:
+    """A Docker client whose service creates and updates add `hosts` to the
+    containers' /etc/hosts; everything else is the client's own."""
+
+    def __init__(self, client: Any, hosts: list[str]) -> None:
+        self._client = client
+        self.api = _ApiWithHosts(client.api, hosts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+class _ApiWithHosts:
+    def __init__(self, api: Any, hosts: list[str]) -> None:
+        self._api = api
+        self._hosts = hosts
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api, name)
+
+    def _task_template(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        template = kwargs.get("task_template")
+        if isinstance(template, dict):
+            container = dict(template.get("ContainerSpec") or {})
+            container["Hosts"] = [*container.get("Hosts", []), *self._hosts]
+            kwargs["task_template"] = {**template, "ContainerSpec": container}
+        return kwargs
+
+    def create_service(self, *args: Any, **kwargs: Any) -> Any:
+        return self._api.create_service(*args, **self._task_template(kwargs))
+
+    def update_service(self, *args: Any, **kwargs: Any) -> Any:
+        return self._api.update_service(*args, **self._task_template(kwargs))
 
 
 def pulumi_volumes(rehearsal: Rehearsal) -> list[str]:
@@ -117,6 +291,15 @@ def destroy_leaving_nothing(rehearsal: Rehearsal, node: Node, log: Callable[[str
     volumes = pulumi_volumes(rehearsal)
     rehearsal.destroy()
     remove_node_volumes(node, volumes, log=log)
+
+
+def remove_volumes_everywhere(
+    swarm: LocalSwarm, names: list[str], log: Callable[[str], None] = print
+) -> None:
+    """remove_node_volumes on every node of the swarm: the caches of a stack may
+    run on several (each node a task ran on has its own copy of the volume)."""
+    for node in swarm.nodes:
+        remove_node_volumes(node, names, log=log)
 
 
 def remove_labelled(client: Any, stack: str, log: Callable[[str], None] = print) -> None:

@@ -4,6 +4,7 @@ certificates honour the tls inputs, and its saved state holds no secret."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +317,267 @@ def test_an_encrypted_cache_host_and_driver_options_get_stand_ins_and_are_said()
     assert any(n.startswith("cacheHost -> rehearsal-cache.example.com") for n in rc.notes)
     assert any("a local volume (encrypted in the stack file)" in n for n in rc.notes)
     run_program(rc.config, secret_keys=rc.secret_keys, base={})
+
+
+# --- stacks with several caches (msr-cache:caches) --------------------------------
+
+SECURE = {"secure": "v1:bm90IHJlYWxseSBlbmNyeXB0ZWQ="}
+LOCAL = ["msrc-cache", "msrc-node4", "msrc-manager"]
+
+
+def prod_as_completed() -> dict[str, Any]:
+    """stacks/Pulumi.prod.yaml as the operator completes it (its header): each
+    site's certificate in plain text and its key encrypted, the intermediate at
+    the top level, the MSR admin's token encrypted."""
+    from rehearsal.engine import ROOT
+    from tools.stack_file import read_stack
+
+    stack = read_stack(ROOT / "stacks/Pulumi.prod.yaml")
+    for entry in stack["caches"]:
+        leaf = pki.make_leaf(entry["cacheHost"], dns=[entry["cacheHost"]], issuer=INTER)
+        entry["tls"] = {"certPem": leaf.cert_pem, "keyPem": SECURE}
+    stack["tls"] |= {"chainPem": INTER.cert_pem}
+    return stack | {"msrUser": "admin", "msrToken": SECURE}
+
+
+def test_prod_gets_a_node_and_a_test_leaf_per_site_and_says_so() -> None:
+    from tools.stack_file import encrypted_paths, problems
+
+    stack = prod_as_completed()
+    assert problems(stack) == []
+    rc = for_local_swarm(stack, UPSTREAM, "msrc-cache", image=STAND_IN, nodes=LOCAL)
+    # Both publish 443 in host mode: a node each, workers first.
+    assert [(c.name, c.nodes, c.cache_port) for c in rc.caches] == [
+        ("asia", ("msrc-cache",), 443),
+        ("europe", ("msrc-node4",), 443),
+    ]
+    assert encrypted_paths(rc.config) == frozenset()
+    assert "caches" in rc.secret_keys
+    for i, site in enumerate(("asia", "europe")):
+        assert (
+            f"caches[{i}] ({site}): cacheNode -> {rc.caches[i].nodes[0]} (was cache-{site}-01.example.com)"
+            in (rc.notes)
+        )
+        assert any(
+            n.startswith(f"caches[{i}] ({site}): tls.certPem/keyPem/chainPem -> a test leaf for cache-{site}")
+            for n in rc.notes
+        )
+    run = run_program(rc.config, secret_keys=rc.secret_keys, stack="prod", base={})
+    root = x509.load_pem_x509_certificate((rc.caches[0].client_ca_pem or "").encode())
+    for i, site in enumerate(("asia", "europe")):
+        assert rc.caches[i].client_ca_pem == rc.caches[0].client_ca_pem  # one test root
+        served = base64.b64decode(run.named(f"msr-cache-{site}-files-cache-cert").plain["data"]).decode()
+        leaf, inter = certs.load_certificates(served)
+        leaf.verify_directly_issued_by(inter)
+        inter.verify_directly_issued_by(root)
+        assert f"cache-{site}.example.com" in str(leaf.subject)
+    exported = run.exports["caches"]
+    assert [exported[s]["nodes"] for s in ("asia", "europe")] == [["msrc-cache"], ["msrc-node4"]]
+    assert {exported[s]["upstream"] for s in exported} == {"https://10.77.0.13:5900"}
+    # The entries' own image and publish mode would win over the stack's stand-ins.
+    assert all("image" not in e and "publishMode" not in e for e in rc.config["caches"])
+
+
+def test_caches_on_different_ports_share_a_node_and_replicas_take_one_each() -> None:
+    from rehearsal.stack import nodes_needed, place_caches
+
+    stack = {
+        "caches": [
+            {"name": "a", "cacheNode": "x"},
+            {"name": "b", "cacheNode": "y", "cachePort": 8443},
+            {"name": "c", "nodes": ["p", "q", "r"], "replicas": 2, "cachePort": 9443},
+        ]
+    }
+    assert place_caches(stack, LOCAL) == [("msrc-cache",), ("msrc-cache",), ("msrc-cache", "msrc-node4")]
+    assert nodes_needed(stack) == 2
+    assert nodes_needed({"cacheNode": "x"}) == 1
+
+
+def test_more_caches_on_one_port_than_nodes_is_said_with_the_count() -> None:
+    from rehearsal.stack import NotEnoughNodes, nodes_needed, place_caches
+
+    stack = {"caches": [{"name": n, "cacheNode": n} for n in ("a", "b", "c")]}
+    assert nodes_needed(stack) == 3
+    with pytest.raises(
+        NotEnoughNodes, match=r"need 3 nodes .* it has 2 for them \(msrc-cache, msrc-manager"
+    ) as e:
+        place_caches(stack, ["msrc-cache", "msrc-manager"])
+    assert e.value.needed == 3
+
+
+def store() -> Any:
+    from rehearsal.object_store import ObjectStore
+
+    return ObjectStore(
+        "10.77.0.13", 5980, "us-east-1", "msr-cache-layers", "AKIDREHEARSAL", "s3-secret", Path("/tmp")
+    )
+
+
+def chained_on_object_storage() -> dict[str, Any]:
+    corp = pki.make_ca("corp CA")
+    return {
+        "msrHost": "msr.example.com",
+        "msrUser": "admin",
+        "msrToken": SECURE,
+        "publishMode": "ingress",
+        "image": "mirantis/dtr-content-cache:2.8.2",
+        "tls": {"mode": "caSigned", "caCertPem": corp.cert_pem, "caKeyPem": SECURE},
+        "caches": [
+            {
+                "name": "hub",
+                "cacheHost": "hub.example.com",
+                "nodes": ["hub-1.example.com", "hub-2.example.com"],
+                "replicas": 2,
+                "storage": {
+                    "mode": "s3",
+                    "s3": {
+                        "bucket": "layers",
+                        "region": "eu-west-1",
+                        "accessKey": SECURE,
+                        "secretKey": SECURE,
+                        "rootDirectory": "/hub",
+                        "encrypt": True,
+                    },
+                },
+            },
+            {
+                "name": "site",
+                "cacheHost": "site.example.com",
+                "cachePort": 8443,
+                "cacheNode": "branch-1.example.com",
+                "upstream": "hub",
+                "image": "mirantis/dtr-content-cache:2.8.1",
+                "storage": {
+                    "mode": "azure",
+                    "azure": {"accountName": "a", "accountKey": SECURE, "container": "c"},
+                },
+            },
+        ],
+    }
+
+
+def test_object_storage_goes_to_the_s3_stand_in_and_a_chain_stays_a_chain() -> None:
+    from rehearsal.stack import Unrehearsable, needs_object_store
+    from tools.stack_file import encrypted_paths, problems
+
+    stack = chained_on_object_storage()
+    assert problems(stack) == []
+    assert needs_object_store(stack)
+    with pytest.raises(Unrehearsable, match="S3 stand-in"):
+        for_local_swarm(stack, UPSTREAM, "msrc-cache", image=STAND_IN, nodes=LOCAL)
+    rc = for_local_swarm(stack, UPSTREAM, "msrc-cache", image=STAND_IN, nodes=LOCAL, store=store())
+    assert encrypted_paths(rc.config) == frozenset()
+    hub, site = rc.caches
+    assert (hub.nodes, site.nodes, site.parent) == (("msrc-cache", "msrc-node4"), ("msrc-cache",), "hub")
+    assert any(
+        "(hub): storage.mode s3 -> s3 on the S3 stand-in http://10.77.0.13:5980" in n for n in rc.notes
+    )
+    assert any("encrypt -> false" in n for n in rc.notes)
+    assert any("(site): storage.mode azure -> s3 on the S3 stand-in" in n for n in rc.notes)
+    assert not any("s3-secret" in n for n in rc.notes)
+    run = run_program(rc.config, secret_keys=rc.secret_keys, stack="chain", base={})
+    assert run.exports["caches"]["site"]["upstream"] == "https://hub.example.com"
+    hub_yml = base64.b64decode(run.named("msr-cache-hub-files-config-yml").plain["data"]).decode()
+    assert "regionendpoint: http://10.77.0.13:5980" in hub_yml
+    assert "rootdirectory: /layers/hub" in hub_yml
+    assert "encrypt: false" in hub_yml
+    # Every service runs the stand-in, whatever an entry said.
+    images = {
+        r.plain["taskSpec"]["containerSpec"]["image"] for r in run.of_type("docker:index/service:Service")
+    }
+    assert images == {STAND_IN}
+
+
+def test_a_parent_cache_host_resolves_to_its_node_in_the_containers() -> None:
+    from rehearsal.deploy import parent_hosts
+    from rehearsal.localswarm import LocalSwarm
+
+    swarm = LocalSwarm.parse(
+        {
+            "hostAddress": "10.77.0.1",
+            "registry": "10.77.0.13:5999",
+            "nodes": [
+                {"hostname": h, "address": f"10.77.0.{n}", "dockerHost": "unix:///x"}
+                for h, n in (("msrc-manager", 11), ("msrc-cache", 12), ("msrc-msr", 13), ("msrc-node4", 14))
+            ],
+        }
+    )
+    rc = for_local_swarm(
+        chained_on_object_storage(), UPSTREAM, "msrc-cache", image=STAND_IN, nodes=LOCAL, store=store()
+    )
+    assert parent_hosts(rc, swarm) == ["10.77.0.12 hub.example.com"]
+    # A stack without chains, or a parent named by its address, needs none.
+    assert (
+        parent_hosts(
+            for_local_swarm(prod_as_completed(), UPSTREAM, "msrc-cache", image=STAND_IN, nodes=LOCAL), swarm
+        )
+        == []
+    )
+
+
+def test_the_hosts_go_into_every_service_create_and_update_only() -> None:
+    from rehearsal.deploy import _WithHosts
+
+    calls: list[tuple[str, Any]] = []
+
+    class Api:
+        def create_service(self, **kwargs: Any) -> None:
+            calls.append(("create", kwargs))
+
+        def update_service(self, sid: str, version: int, **kwargs: Any) -> None:
+            calls.append(("update", kwargs))
+
+        def inspect_service(self, sid: str) -> str:
+            return "inspected"
+
+    class Client:
+        api = Api()
+        services = "services"
+
+    template = {"ContainerSpec": {"Image": "x"}, "Placement": {}}
+    wrapped = _WithHosts(Client(), ["10.77.0.12 hub.example.com"])
+    wrapped.api.create_service(name="s", task_template=template)
+    wrapped.api.update_service("id", 3, name="s", task_template=template)
+    assert wrapped.api.inspect_service("id") == "inspected" and wrapped.services == "services"
+    for _verb, kwargs in calls:
+        assert kwargs["task_template"]["ContainerSpec"] == {
+            "Image": "x",
+            "Hosts": ["10.77.0.12 hub.example.com"],
+        }
+    assert template == {"ContainerSpec": {"Image": "x"}, "Placement": {}}, "the program's spec is not changed"
+
+
+def test_one_cache_on_several_nodes_gets_local_nodes_and_the_store() -> None:
+    stack = {
+        "msrHost": "m.example.com",
+        "cacheHost": "cache.example.com",
+        "nodes": ["a.example.com", "b.example.com"],
+        "replicas": 2,
+        "storage": {"mode": "gcs", "gcs": {"bucket": "layers", "keyfile": SECURE}},
+    }
+    rc = for_local_swarm(stack, UPSTREAM, "msrc-cache", image=STAND_IN, nodes=LOCAL, store=store())
+    assert rc.config["nodes"] == ["msrc-cache", "msrc-node4"] and "cacheNode" not in rc.config
+    assert rc.config["storage"]["mode"] == "s3" and "storage" in rc.secret_keys
+    run = run_program(rc.config, secret_keys=rc.secret_keys, base={})
+    assert run.exports["caches"]["dev"]["replicas"] == 2
+
+
+def test_a_parent_outside_the_stack_becomes_the_msr_stand_in() -> None:
+    stack = {
+        "msrHost": "m.example.com",
+        "cacheHost": "cache.example.com",
+        "cacheNode": "n1",
+        "upstream": "https://parent.example.com",
+        "upstreamCaPem": CA.cert_pem,
+    }
+    rc = for_local_swarm(stack, UPSTREAM, "vm", image=STAND_IN)
+    assert any("upstream -> the MSR stand-in (was https://parent.example.com" in n for n in rc.notes)
+    run = run_program(rc.config, secret_keys=rc.secret_keys, base={})
+    assert run.exports["upstream"] == "https://10.77.0.13:5900"
+
+
+def test_caches_encrypted_whole_cannot_be_rehearsed() -> None:
+    from rehearsal.stack import Unrehearsable
+
+    with pytest.raises(Unrehearsable, match="encrypted whole"):
+        for_local_swarm({"caches": SECURE}, UPSTREAM, "vm", image=STAND_IN)

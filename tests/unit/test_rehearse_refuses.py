@@ -8,6 +8,7 @@ refuses although only its key is encrypted, files the CLI cannot read."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -190,3 +191,58 @@ def test_check_passes_a_good_stack_and_starts_nothing(tmp_path: Path) -> None:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert again.returncode == 2 and "make rehearse-down" in again.stderr
+
+
+THREE_SITES_ON_443 = {
+    "msr-cache:msrHost": "msr.example.com",
+    "msr-cache:msrUser": "admin",
+    "msr-cache:msrToken": {"secure": "v1:dG9rZW4="},
+    "msr-cache:publishMode": "host",
+    "msr-cache:caches": [
+        {"name": n, "cacheHost": f"cache-{n}.example.com", "cacheNode": f"{n}-01"}
+        for n in ("asia", "europe", "us")
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("swarm_nodes", "hint"),
+    [
+        # A swarm that is up with three nodes: add one to it.
+        (3, "scripts/swarm.sh node-add msrc-node4"),
+        # None up: `make rehearse` starts one of NODES nodes.
+        (None, "make rehearse ... NODES=4"),
+    ],
+)
+def test_caches_needing_more_nodes_than_the_swarm_are_refused_before_it_starts(
+    tmp_path: Path, swarm_nodes: int | None, hint: str
+) -> None:
+    """Three caches publishing 443 in host mode need three nodes besides the
+    msr node: `check --for-up` (make rehearse's first step) says so and how."""
+    nodes_json = tmp_path / "nodes.json"
+    if swarm_nodes is not None:
+        nodes = [
+            {"hostname": f"n{i}", "address": f"10.0.0.{i}", "dockerHost": "x"} for i in range(swarm_nodes)
+        ]
+        nodes_json.write_text(json.dumps({"nodes": nodes}))
+    env = {k: v for k, v in os.environ.items() if k not in {"DOCKER_HOST", "NODES"}}
+    env |= {"REHEARSAL_DIR": str(tmp_path / "state"), "MSRC_SWARM": str(nodes_json)}
+    path = tmp_path / "Pulumi.sites.yaml"
+    path.write_text(yaml.safe_dump({"config": THREE_SITES_ON_443}))
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "rehearsal", "check", "--for-up", "--stack-config", str(path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "the stack's caches need 3 nodes of the local swarm" in proc.stderr
+    assert hint in proc.stderr
+    assert time.monotonic() - started < 1.0
+    # With enough nodes it passes.
+    env["NODES"] = "4"
+    nodes_json.unlink(missing_ok=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "rehearsal", "check", "--for-up", "--stack-config", str(path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stdout + ok.stderr

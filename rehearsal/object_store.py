@@ -37,7 +37,6 @@ import http.client
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -46,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rehearsal import processes as procs
 from rehearsal.localswarm import LocalSwarm
 from tools.redact import REDACT
 
@@ -201,7 +201,7 @@ class ObjectStore:
         return gets
 
     def pid(self) -> int | None:
-        return _read_pid(self.workdir / STORE_PID)
+        return procs.read_pid(self.workdir / STORE_PID)
 
 
 def start(
@@ -246,16 +246,7 @@ def stop(port: int | None = None) -> None:
     when that is then empty). Raises when a process survives SIGKILL."""
     pids = processes(port)
     files = {f for pid in pids if (f := _pid_file_of(pid)) is not None}
-    for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + grace
-        while (pids := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not pids:
-            break
-    if pids:
+    if pids := procs.end(pids):
         raise StoreError(f"the object store (pids {pids}) did not exit after SIGKILL")
     for pid_file in files:
         _remove_files(pid_file.parent)
@@ -263,17 +254,7 @@ def stop(port: int | None = None) -> None:
 
 def processes(port: int | None = None) -> list[int]:
     """Pids of the stores on `port` (on any port when None), from their command lines."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        args = _cmdline(int(entry.name))
-        if MODULE not in args or "--instance" not in args:
-            continue
-        instance = _arg(args, "--instance") or ""
-        if instance == f"{INSTANCE_PREFIX}{port}" or (port is None and instance.startswith(INSTANCE_PREFIX)):
-            found.append(int(entry.name))
-    return found
+    return procs.instances(MODULE, INSTANCE_PREFIX, port)
 
 
 # -- starting -------------------------------------------------------------------------
@@ -302,8 +283,8 @@ def _wait_ready(host: str, port: int, workdir: Path, where: str) -> None:
     deadline = time.monotonic() + READY_S
     last: object = "no answer yet"
     while time.monotonic() < deadline:
-        pid = _read_pid(workdir / STORE_PID)
-        if pid is not None and not _alive(pid):
+        pid = procs.read_pid(workdir / STORE_PID)
+        if pid is not None and not procs.alive(pid):
             last = "the server exited"
             break
         conn = http.client.HTTPConnection(host, port, timeout=2)
@@ -320,7 +301,7 @@ def _wait_ready(host: str, port: int, workdir: Path, where: str) -> None:
         time.sleep(0.2)
     raise StoreError(
         f"the object store did not start: http://{host}:{port}/moto-api/ ({where}) did not answer 200 "
-        f"within {READY_S} s ({last}); its log {workdir / STORE_LOG} ends:\n{_tail(workdir / STORE_LOG)}"
+        f"within {READY_S} s ({last}); its log {workdir / STORE_LOG} ends:\n{procs.tail(workdir / STORE_LOG)}"
     )
 
 
@@ -392,45 +373,9 @@ def _remove_files(workdir: Path) -> None:
         workdir.rmdir()
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return []  # gone meanwhile, or not ours to read
-    return [a.decode(errors="replace") for a in argv]
-
-
-def _arg(args: list[str], name: str) -> str | None:
-    i = args.index(name) + 1 if name in args else len(args)
-    return args[i] if i < len(args) else None
-
-
 def _pid_file_of(pid: int) -> Path | None:
-    path = _arg(_cmdline(pid), "--pid-file")
+    path = procs.arg(procs.cmdline(pid), "--pid-file")
     return Path(path) if path else None
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie (a zombie holds no port and no file)."""
-    try:
-        stat = (Path("/proc") / str(pid) / "stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(empty)"
-    except OSError as exc:
-        return f"(cannot read it: {exc})"
 
 
 # -- the server -----------------------------------------------------------------------

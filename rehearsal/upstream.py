@@ -25,7 +25,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import tarfile
@@ -37,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from rehearsal import pki
+from rehearsal import pki, processes
 from rehearsal.localswarm import LocalSwarm
 from tools.redact import REDACT
 from tools.smoke import Image, Registry
@@ -199,7 +198,7 @@ class Upstream:
     def front_pid(self) -> int | None:
         if self.workdir is None:
             return None
-        return _read_pid(self.workdir / FRONT_PID)
+        return processes.read_pid(self.workdir / FRONT_PID)
 
 
 def start(swarm: LocalSwarm, workdir: Path, port: int, *, anonymous_manifests: bool = True) -> Upstream:
@@ -300,21 +299,7 @@ def stop(swarm: LocalSwarm, port: int | None = None) -> None:
 
 def front_processes(port: int | None = None) -> list[int]:
     """Pids of the fronts of `port` (of every port when None), from their command lines."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue  # gone meanwhile, or not ours to read
-        args = [a.decode(errors="replace") for a in argv]
-        if FRONT_MODULE not in args or "--instance" not in args:
-            continue
-        instance = args[args.index("--instance") + 1] if args.index("--instance") + 1 < len(args) else ""
-        if instance == f"{INSTANCE_PREFIX}{port}" or (port is None and instance.startswith(INSTANCE_PREFIX)):
-            found.append(int(entry.name))
-    return found
+    return processes.instances(FRONT_MODULE, INSTANCE_PREFIX, port)
 
 
 def stop_fronts(port: int | None) -> None:
@@ -322,16 +307,7 @@ def stop_fronts(port: int | None) -> None:
     their pid files; raises when one survives."""
     pids = front_processes(port)
     configs = {_config_of(pid) for pid in pids}
-    for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + grace
-        while (pids := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not pids:
-            break
-    if pids:
+    if pids := processes.end(pids):
         raise RuntimeError(f"the MSR stand-in's front (pids {pids}) did not exit after SIGKILL")
     for config in configs:
         if config is not None:
@@ -339,20 +315,8 @@ def stop_fronts(port: int | None) -> None:
 
 
 def _config_of(pid: int) -> Path | None:
-    try:
-        args = (Path("/proc") / str(pid) / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        return Path(args[args.index("--config") + 1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie (a zombie holds no port and no file)."""
-    try:
-        stat = (Path("/proc") / str(pid) / "stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+    path = processes.arg(processes.cmdline(pid), "--config")
+    return Path(path) if path else None
 
 
 def admin_of(workdir: Path) -> tuple[str, str] | None:
@@ -366,13 +330,6 @@ def admin_of(workdir: Path) -> tuple[str, str] | None:
         return None
     REDACT.add(admin["password"])
     return admin["name"], admin["password"]
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -404,7 +361,7 @@ def _wait_ready(upstream: Upstream, hostname: str) -> None:
     last: Any = "no answer yet"
     while time.monotonic() < deadline:
         pid = upstream.front_pid()
-        if pid is not None and not _alive(pid):
+        if pid is not None and not processes.alive(pid):
             last = "the front exited"
             break
         try:
@@ -415,7 +372,7 @@ def _wait_ready(upstream: Upstream, hostname: str) -> None:
         except OSError as exc:
             last = exc
         time.sleep(0.2)
-    front_log = _tail(upstream.workdir / FRONT_LOG)
+    front_log = processes.tail(upstream.workdir / FRONT_LOG)
     try:
         registry_log = upstream.container().logs().decode(errors="replace")[-2000:]
     except Exception as exc:
@@ -426,13 +383,6 @@ def _wait_ready(upstream: Upstream, hostname: str) -> None:
         f"the front's log {upstream.workdir / FRONT_LOG} ends:\n{front_log}\n"
         f"the registry's log (127.0.0.1:{upstream.backend_port} on {hostname}) ends:\n{registry_log}"
     )
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(empty)"
-    except OSError as exc:
-        return f"(cannot read it: {exc})"
 
 
 def sample_image(nonce: str | None = None) -> Image:

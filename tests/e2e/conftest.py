@@ -14,6 +14,8 @@ from rehearsal.localswarm import LocalSwarm, SwarmUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 UNAVAILABLE = ROOT / "build/swarm/unavailable"
+# The end-to-end tests' S3 stand-in (make rehearse uses 5980).
+STORE_PORT = 5985
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +99,19 @@ def upstream(swarm: LocalSwarm, test_images: None, tmp_path_factory: pytest.Temp
     started = up.start(swarm, tmp_path_factory.mktemp("upstream"), port=5910)
     yield started
     up.stop(swarm, port=5910)
+
+
+@pytest.fixture
+def store(swarm: LocalSwarm, tmp_path: Path) -> Iterator[Any]:
+    """The S3 stand-in (rehearsal/object_store.py) on the msr node, for one test;
+    its secret key is one the leak scan looks for."""
+    from rehearsal import object_store
+    from tests.support.leakscan import remember
+
+    started = object_store.start(swarm, tmp_path / "store", STORE_PORT)
+    remember(started.secret_key, "the object store's secret key")
+    yield started
+    object_store.stop(STORE_PORT)
 
 
 @pytest.fixture

@@ -16,25 +16,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rehearsal import object_store
 from rehearsal.applier import Rehearsal
 from rehearsal.engine import Run
 from rehearsal.localswarm import LocalSwarm, Node
 from rehearsal.object_store import ObjectStore
 from rehearsal.upstream import Upstream, sample_image
-from tests.support.leakscan import remember
 from tools.smoke import Registry
 
 pytestmark = pytest.mark.docker
 
 HUB_PORT, SITE_PORT, HA_PORT = 5931, 5932, 5933
-STORE_PORT = 5986
 SERVE_S = 90
 
 
@@ -158,14 +155,6 @@ def test_a_childs_trust_is_its_parents_certificate_on_the_swarm(
 
 
 # --- highly available on S3 -----------------------------------------------------------
-
-
-@pytest.fixture
-def store(swarm: LocalSwarm, tmp_path: Path) -> Iterator[ObjectStore]:
-    started = object_store.start(swarm, tmp_path / "store", STORE_PORT)
-    remember(started.secret_key, "the object store's secret key")
-    yield started
-    object_store.stop(STORE_PORT)
 
 
 def ha_config(upstream: Upstream, swarm: LocalSwarm, store: ObjectStore) -> dict[str, Any]:

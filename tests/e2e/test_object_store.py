@@ -23,7 +23,6 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import docker
@@ -39,7 +38,6 @@ from tests.support.leakscan import remember
 pytestmark = pytest.mark.docker
 
 # Ports of this module's own: the store on the msr node, the caches on theirs.
-STORE_PORT = 5985
 CACHE_PORT = 5481
 CONTAINER_PORT = 5000
 # What this module makes on the swarm carries this label, so that a killed run's
@@ -49,14 +47,6 @@ LABEL = "com.mirantis.msr-cache.e2e"
 MINE = {LABEL: "object-store"}
 ROOTDIRECTORY = "/msr-cache"
 SERVE_S = 60
-
-
-@pytest.fixture
-def store(swarm: LocalSwarm, tmp_path: Path) -> Iterator[ObjectStore]:
-    started = object_store.start(swarm, tmp_path / "store", STORE_PORT)
-    remember(started.secret_key, "the object store's secret key")
-    yield started
-    object_store.stop(STORE_PORT)
 
 
 @pytest.fixture

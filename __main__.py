@@ -9,9 +9,12 @@ import pulumi
 
 from components import certs
 from components.caches import build_caches, export_all
+from components.gc_tuning import tune_for_program
 from components.msr_ca import resolve_msr_ca
 from components.settings import load_settings
 
+# Before the first resource: see components/gc_tuning.py for the measurement.
+tune_for_program()
 settings = load_settings()
 # MSR's address and CA are the stack's, the same for every cache.
 msr_ca = resolve_msr_ca(settings.caches[0])

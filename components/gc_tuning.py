@@ -18,13 +18,13 @@ and evaluation took ~1.03 s instead of ~1.35 s.
 from __future__ import annotations
 
 import gc
+from functools import cache
 
 FIRST_GENERATION_THRESHOLD = 100_000
 """Allocations between first-generation collections (CPython's default: 700)."""
 
-_tuned = False
 
-
+@cache
 def tune_for_program() -> None:
     """Freeze what is alive now (the imported SDKs) and make collections rare.
 
@@ -32,10 +32,6 @@ def tune_for_program() -> None:
     interpreter, and freezing on every run would keep each run's cyclic garbage
     for ever.
     """
-    global _tuned
-    if _tuned:
-        return
-    _tuned = True
     gc.freeze()
     _, second, third = gc.get_threshold()
     gc.set_threshold(FIRST_GENERATION_THRESHOLD, second, third)

@@ -48,6 +48,9 @@ class MsrCache(pulumi.ComponentResource):
     """MSR's id of the cache's registration; None with register: false."""
     nodes: pulumi.Output[list[str]]
     replicas: pulumi.Output[int]
+    serving: pulumi.Resource
+    """Created once the cache's tasks run: a cache fetching from this one is
+    created after it."""
     trust_pem: pulumi.Output[str]
     """What a cache fetching from this one trusts it by (its `cas` file): the
     CA for a caSigned certificate, else the certificate itself, which Go
@@ -112,7 +115,11 @@ class MsrCache(pulumi.ComponentResource):
                 labels=labels,
                 # A volume's labels cannot change without replacing it: only the stack's.
                 volume_labels={f"{LABEL_PREFIX}.stack": args.stack},
-                wait_for=[node],
+                # A chained cache's registry fetches from its parent when it
+                # starts and exits if it cannot reach it: create it only once
+                # the parent serves, or its first tasks fail (and the
+                # rehearsal, which gives up after three failed tasks, fails).
+                wait_for=[node] if args.parent is None else [node, args.parent.serving],
                 replicas=s.replicas,
             ),
             opts=child,
@@ -142,6 +149,7 @@ class MsrCache(pulumi.ComponentResource):
         self.certificate_pem = tls.cert_pem
         self.certificate_sha256 = summary.apply(lambda c: c.sha256)
         self.certificate_not_after = summary.apply(lambda c: c.not_after)
+        self.serving = service.service
         self.service_name = service.service_name
         self.node = node.node
         self.nodes = node.nodes

@@ -92,6 +92,9 @@ class CacheService(pulumi.ComponentResource):
     service_name: pulumi.Output[str]
     service_id: pulumi.Output[str]
     volume_name: pulumi.Output[str | None]
+    service: docker.Service
+    """The Swarm service itself: created once its tasks run (convergeConfig),
+    so a resource that depends on it is made after the cache serves."""
 
     def __init__(self, name: str, args: CacheServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("msrcache:index:CacheService", name, None, opts)
@@ -208,6 +211,7 @@ class CacheService(pulumi.ComponentResource):
             # A fixed name and port cannot exist twice: replace by deleting first.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True, depends_on=args.wait_for),
         )
+        self.service = service
         self.service_name = service.name
         self.service_id = service.id
         self.register_outputs(

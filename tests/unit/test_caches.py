@@ -175,6 +175,16 @@ def test_a_chained_cache_trusts_its_parents_certificate_and_only_that(chained: R
     assert "upstream.cert.pem" in mounts and "dtr.cert.pem" not in mounts
 
 
+def test_a_chained_cache_is_created_only_once_its_parent_serves(chained: Run) -> None:
+    """The child's registry reaches its parent as it starts and exits if it
+    cannot: its service waits for the parent's (created once its tasks run);
+    the parent's waits for no other cache's."""
+    hub, site = "msr-cache-hub-service-service", "msr-cache-site-service-service"
+    assert chained.urn_of(hub) in chained.dependencies_of(site)
+    assert chained.urn_of(site) not in chained.dependencies_of(hub)
+    assert not any("site" in urn for urn in chained.dependencies_of(hub))
+
+
 def test_the_parent_still_fetches_from_msr(chained: Run) -> None:
     options = config_of(chained, "hub")["middleware"]["registry"][0]["options"]
     assert options["upstreams"] == ["https://msr.example.com:443"]

@@ -11,9 +11,11 @@ from this machine, and `docker pull` by the manager's engine): from MSR
 directly, from MSR over the WAN by a user with no cache, from MSR over the
 WAN by a user who chose the cache (MSR redirects the blobs to it) cold and warm,
 with what MSR was asked for, the same warm pull with no WAN, and warm from the
-cache's own address; the WAN bytes of a cold pull; deploy time next to a bare
-`docker service create`; unavailability during a rotation and a restart; and
-the program's own evaluation cost. Prints a table (median of N runs, ratio to
+cache's own address; the WAN bytes of a cold pull; the same user's pull through
+a site cache chained to a hub cache (site -> hub -> MSR), cold, with the hub
+warm, and warm; deploy time next to a bare `docker service create`;
+unavailability during a rotation and a restart; and the program's own evaluation
+cost. Prints a table (median of N runs, ratio to
 its floor) and writes JSON and a PNG plot of the pull times.
 """
 
@@ -59,6 +61,12 @@ PULLS = (
 )
 """The pulls (bench/measure.py): JSON key, table name, plot label."""
 PULL_KINDS = (("api", "API pull"), ("dockerPull", "docker pull"))
+CHAIN_PULLS = (
+    ("chainCold", "both cold"),
+    ("chainParentWarm", "site cold, hub warm"),
+    ("chainWarm", "site warm"),
+)
+"""The chained pulls (bench/measure.py), by the API client as the user who chose the site."""
 
 
 def rows(results: dict[str, Any]) -> list[tuple[str, float | None, float | None, str]]:
@@ -84,6 +92,15 @@ def rows(results: dict[str, Any]) -> list[tuple[str, float | None, float | None,
             if warm:
                 name = f"{label}: WAN's part of a warm one; {warm['wanRoundTrips']} RTTs expected"
                 out.append((name, warm["measuredWanSeconds"], warm["expectedWanSeconds"], "s"))
+    chained = results.get("chainedPulls")
+    if chained:
+        floor = pulls["api"]["direct"] if pulls else None
+        for key, name in CHAIN_PULLS:
+            out.append((f"API pull, chained site -> hub -> MSR: {name}", chained["api"][key], floor, "s"))
+        mib = chained["imageMiB"] * 1024 * 1024
+        for key, name in (("coldPullUpstreamBytes", "both cold"), ("parentWarmUpstreamBytes", "hub warm")):
+            measure = f"WAN bytes MSR sent for a chained pull, {name}"
+            out.append((measure, chained[key] / 1e6, mib / 1e6, "MB"))
     deploy = results.get("deploy")
     if deploy:
         out.append(
@@ -165,7 +182,10 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--plot", default=None, help="PNG of the pull times (default: next to the JSON)")
     parser.add_argument(
-        "--skip", action="append", default=[], choices=["pulls", "deploy", "unavailability", "program"]
+        "--skip",
+        action="append",
+        default=[],
+        choices=["pulls", "deploy", "unavailability", "chain", "program"],
     )
     args = parser.parse_args(argv)
     if args.runs < 1 or args.size_mb < 1 or args.mbit <= 0 or args.rtt_ms < 0:
@@ -224,6 +244,10 @@ def main(argv: list[str]) -> int:
         if "unavailability" not in args.skip:
             say("bench: unavailability")
             bench.measure_unavailability()
+        if "chain" not in args.skip:
+            # Last: it turns the rehearsal into two caches.
+            say("bench: chained pulls")
+            bench.measure_chained_pulls()
     finally:
         bench.close()
     results.update(bench.results)

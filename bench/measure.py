@@ -24,6 +24,13 @@ still come from MSR over the WAN. The admin chose no cache: its pulls from MSR
 are a site without one. Pulls from the cache's own address show what the
 cache alone costs.
 
+The chained pulls (issue 13): the same user's pull once the stack is two
+caches, `site` chained to `hub` (site -> hub -> MSR). The hub runs on the cache
+node and reaches MSR over `wan_cache`; the site runs on another node (the
+manager's, in a three-node swarm), the user chose it, and it reaches the hub over
+the bridge: the hub is in the site's region, and the WAN lies between the hub
+and MSR (and between the user and MSR, for the manifests).
+
 Every figure is taken `runs` times and reported as the median, next to its
 floor (what the same operation costs without the thing being measured).
 """
@@ -49,8 +56,16 @@ from typing import Any
 
 from rehearsal import upstream as up
 from rehearsal.applier import Rehearsal
-from rehearsal.deploy import Deployed, apply_and_serve, destroy_leaving_nothing
+from rehearsal.deploy import (
+    Deployed,
+    DeployedCache,
+    apply_and_serve,
+    cache_nodes,
+    pulumi_volumes,
+    remove_volumes_everywhere,
+)
 from rehearsal.localswarm import LocalSwarm
+from rehearsal.stack import place_caches
 from rehearsal.user_pull import cache_client, pull_as_user
 from tools.smoke import Image, Registry
 
@@ -62,6 +77,13 @@ WAN (the floor), from MSR over the WAN by a user with no cache, from MSR over
 the WAN by the user who chose the cache (every blob redirected to it) cold and
 warm, the same warm with no WAN (MSR at the site: what the WAN adds to a warm
 pull is the difference), and warm from the cache's own address."""
+
+CHAIN_PULLS = ("chainCold", "chainParentWarm", "chainWarm")
+"""The chained pulls, by the registry API client as the user who chose the site
+cache: both caches cold (site -> hub -> MSR over the WAN), the site cold with
+the hub warm (a layer another site already fetched), and the site warm."""
+CHAIN = ("hub", "site")
+"""The chained stack's caches: the site fetches from the hub."""
 
 
 @dataclass
@@ -303,15 +325,24 @@ class Bench:
         up.stop(self.swarm, self.params.upstream_port)
 
     def destroy(self) -> None:
-        """Destroy the rehearsal, and the volume Swarm made on the cache node for
-        its mount (which `pulumi destroy` leaves, with the cached layers)."""
-        destroy_leaving_nothing(self.rehearsal, self.swarm.cache, log=lambda _m: None)
+        """Destroy the rehearsal, and the volumes Swarm made for its mounts on
+        every node a cache ran on (which `pulumi destroy` leaves, with the
+        cached layers)."""
+        volumes = pulumi_volumes(self.rehearsal)
+        self.rehearsal.destroy()
+        remove_volumes_everywhere(self.swarm, volumes, log=lambda _m: None)
 
-    def deploy(self, overrides: dict[str, Any] | None = None) -> Deployed:
+    def deploy(
+        self, overrides: dict[str, Any] | None = None, caches: list[dict[str, Any]] | None = None
+    ) -> Deployed:
+        """The dev stack, or with `caches` the dev stack's values as the defaults of those caches."""
         from rehearsal.engine import ROOT
         from tools.stack_file import read_stack
 
         stack = read_stack(ROOT / "stacks/Pulumi.dev.yaml")
+        if caches is not None:
+            # In the stack as written: the rehearsal places its caches from it.
+            stack = {**stack, "caches": caches}
         self.deployed = apply_and_serve(
             self.rehearsal, stack, self.upstream, self.workdir / "cache",
             {
@@ -327,19 +358,25 @@ class Bench:
         )  # fmt: skip
         return self.deployed
 
+    def msr(self, user: str, *, over_wan: bool) -> Registry:
+        """MSR as `user`, from this machine: over `wan_client`, or directly."""
+        ca = str(self.upstream.ca_file)
+        auth = self.upstream.credentials(user)
+        if over_wan:
+            wan = (self.wan_client.listen_host, self.wan_client.port)
+            return Registry(wan, self.wan_client.listen_host, ca, timeout=600, auth=auth)
+        msr = (self.upstream.host, self.upstream.port)
+        return Registry(msr, self.upstream.host, ca, timeout=600, auth=auth)
+
     def registries(self) -> dict[str, Registry]:
         assert self.deployed is not None
-        ca = str(self.upstream.ca_file)
-        wan = (self.wan_client.listen_host, self.wan_client.port)
-        msr = (self.upstream.host, self.upstream.port)
         # As MSR users: the admin chose no cache, the test user chose this one.
-        admin = self.upstream.credentials(self.upstream.admin_user)
-        tester = self.upstream.credentials(self.upstream.test_user)
+        admin, tester = self.upstream.admin_user, self.upstream.test_user
         return {
-            "direct": Registry(msr, self.upstream.host, ca, timeout=600, auth=admin),
-            "wan": Registry(wan, self.wan_client.listen_host, ca, timeout=600, auth=admin),
-            "wanUser": Registry(wan, self.wan_client.listen_host, ca, timeout=600, auth=tester),
-            "directUser": Registry(msr, self.upstream.host, ca, timeout=600, auth=tester),
+            "direct": self.msr(admin, over_wan=False),
+            "wan": self.msr(admin, over_wan=True),
+            "wanUser": self.msr(tester, over_wan=True),
+            "directUser": self.msr(tester, over_wan=False),
             "cache": Registry(
                 self.deployed.address, self.deployed.server_name, str(self.deployed.ca_file), timeout=600
             ),
@@ -553,4 +590,98 @@ class Bench:
             "restartOnFailureSeconds": median(restarts),
             "probeIntervalSeconds": 0.1,
             "runs": {"rotation": rotations, "restart": restarts},
+        }
+
+    # -- chained pulls -----------------------------------------------------------
+
+    def deploy_chain(self) -> dict[str, DeployedCache]:
+        """The rehearsal becomes two caches: `hub`, fetching from MSR over
+        `wan_cache`, and `site`, chained to it, on a node of its own (both
+        publish dev's port, so the rehearsal places them apart). Each
+        cacheHost is its node's address, which MSR redirects to and this
+        machine reaches."""
+        assert self.deployed is not None
+        port = self.deployed.address[1]
+        entries: list[dict[str, Any]] = [{"name": "hub"}, {"name": "site", "upstream": "hub"}]
+        placed = place_caches({"cachePort": port, "caches": entries}, cache_nodes(self.swarm))
+        for entry, nodes in zip(entries, placed, strict=True):
+            entry["cacheHost"] = self.swarm.node(nodes[0]).address
+        self.destroy()
+        deployed = self.deploy(caches=entries)
+        return {name: deployed.caches[name] for name in CHAIN}
+
+    def measure_chained_pulls(self) -> None:
+        p = self.params
+        caches = self.deploy_chain()
+        hub, site = caches["hub"], caches["site"]
+        self.upstream.set_user_cache(self.upstream.test_user, site.exports["registrationId"])
+        self.log(
+            f"  {self.upstream.test_user} chose the site cache {site.cache_url}, "
+            f"which fetches from the hub {hub.cache_url}"
+        )
+        wan_user = self.msr(self.upstream.test_user, over_wan=True)
+        through_site = cache_client(site.cache_url, site.address, str(site.ca_file))
+        times: dict[str, list[float]] = {k: [] for k in CHAIN_PULLS}
+        cold_bytes: list[int] = []
+        parent_warm_bytes: list[int] = []
+        cold_gets: list[int] = []
+        parent_warm_gets: list[int] = []
+
+        def as_user(repo: str, tag: str) -> float:
+            started = time.monotonic()
+            pulled = pull_as_user(wan_user, repo, tag, through_site)
+            seconds = round(time.monotonic() - started, 3)
+            if pulled.from_msr:
+                raise RuntimeError(f"MSR served {repo}:{tag}'s blobs to {self.upstream.test_user} itself")
+            return seconds
+
+        def fetched_by_caches(pull: Callable[[], float]) -> tuple[float, int, int]:
+            """`pull`'s time, and the bytes and the blob GETs MSR served the caches for it."""
+            before, gets = self.wan_cache.bytes_down, len(self.upstream.blob_gets())
+            seconds = pull()
+            self.settle()
+            return seconds, self.wan_cache.bytes_down - before, len(self.upstream.blob_gets()) - gets
+
+        for i in range(p.runs):
+            # Both cold: the site fetches from the hub, the hub from MSR.
+            cold = f"cold-{i}"
+            up.push(self.upstream, "bench/chain", cold, random_image(p.size_mb))
+            seconds, sent, gets = fetched_by_caches(lambda: as_user("bench/chain", cold))  # noqa: B023
+            times["chainCold"].append(seconds)
+            cold_bytes.append(sent)
+            cold_gets.append(gets)
+            # The site cold, the hub warm: a layer another site of the hub
+            # pulled already (here, pulled from the hub's own address).
+            shared = f"shared-{i}"
+            up.push(self.upstream, "bench/chain", shared, random_image(p.size_mb))
+            hub.registry().pull("bench/chain", shared)
+            self.settle()
+            seconds, sent, gets = fetched_by_caches(lambda: as_user("bench/chain", shared))  # noqa: B023
+            times["chainParentWarm"].append(seconds)
+            parent_warm_bytes.append(sent)
+            parent_warm_gets.append(gets)
+            times["chainWarm"].append(as_user("bench/chain", cold))
+            mib = 1024 * 1024
+            self.log(
+                f"  chained pull {i + 1}: {timings(times)}; MSR sent the caches {cold_bytes[-1] / mib:.1f} "
+                f"MiB in {cold_gets[-1]} blob GETs (both cold), {parent_warm_bytes[-1] / mib:.1f} MiB in "
+                f"{parent_warm_gets[-1]} (hub warm)"
+            )
+        self.results["chainedPulls"] = {
+            "imageMiB": p.size_mb,
+            "site": site.cache_url,
+            "hub": hub.cache_url,
+            "api": {k: median(v) for k, v in times.items()},
+            "coldPullUpstreamBytes": int(statistics.median(cold_bytes)),
+            "parentWarmUpstreamBytes": int(statistics.median(parent_warm_bytes)),
+            # Blob bodies MSR served the hub: one image is a config and a layer.
+            "coldPullUpstreamBlobGets": int(statistics.median(cold_gets)),
+            "parentWarmUpstreamBlobGets": int(statistics.median(parent_warm_gets)),
+            "runs": {
+                "api": times,
+                "coldBytes": cold_bytes,
+                "parentWarmBytes": parent_warm_bytes,
+                "coldGets": cold_gets,
+                "parentWarmGets": parent_warm_gets,
+            },
         }

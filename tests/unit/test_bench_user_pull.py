@@ -1,12 +1,15 @@
 """bench: what a user's pull from MSR asks MSR for, what that costs over the WAN, and
-how `make bench` reports it (issue 12, part 4). No swarm: the front's access-log
-records are written out as the MSR stand-in logs them."""
+how `make bench` reports it (issue 12, part 4), with the chained pulls (issue 13).
+No swarm: the front's access-log records are written out as the MSR stand-in logs
+them."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from bench.__main__ import CHAIN_PULLS as CHAINED
 from bench.__main__ import PULLS, rows
+from bench.measure import CHAIN_PULLS as MEASURED_CHAINED
 from bench.measure import PULLS as MEASURED
 from bench.measure import msr_requests, wan_cost
 
@@ -107,3 +110,34 @@ def test_a_pull_not_measured_has_no_row() -> None:
 
 def test_the_table_reports_every_pull_the_bench_measures() -> None:
     assert [key for key, _, _ in PULLS] == list(MEASURED)
+
+
+def chained_results() -> dict[str, Any]:
+    return {
+        **results(),
+        "chainedPulls": {
+            "imageMiB": 100,
+            "api": {"chainCold": 19.2, "chainParentWarm": 1.9, "chainWarm": 1.1},
+            "coldPullUpstreamBytes": 210_000_000,
+            "parentWarmUpstreamBytes": 0,
+        },
+    }
+
+
+def test_the_table_sets_each_chained_pull_against_the_floor() -> None:
+    found = {m: (v, f) for m, v, f, _ in rows(chained_results()) if "chained" in m}
+    assert found == {
+        "API pull, chained site -> hub -> MSR: both cold": (19.2, 1.5),
+        "API pull, chained site -> hub -> MSR: site cold, hub warm": (1.9, 1.5),
+        "API pull, chained site -> hub -> MSR: site warm": (1.1, 1.5),
+        "WAN bytes MSR sent for a chained pull, both cold": (210.0, 104.857_6),
+        "WAN bytes MSR sent for a chained pull, hub warm": (0.0, 104.857_6),
+    }
+
+
+def test_the_table_reports_every_chained_pull_the_bench_measures() -> None:
+    assert [key for key, _ in CHAINED] == list(MEASURED_CHAINED)
+
+
+def test_a_bench_without_the_chain_has_no_chained_row() -> None:
+    assert not [m for m, *_ in rows(results()) if "chained" in m]

@@ -15,8 +15,8 @@ cache's own address; the WAN bytes of a cold pull; the same user's pull through
 a site cache chained to a hub cache (site -> hub -> MSR), cold, with the hub
 warm, and warm; deploy time next to a bare `docker service create`;
 unavailability during a rotation and a restart; and the program's own evaluation
-cost. Prints a table (median of N runs, ratio to
-its floor) and writes JSON and a PNG plot of the pull times.
+cost. Prints a table (median of N runs, ratio to its floor) and writes JSON and a
+PNG plot of the pull times.
 """
 
 from __future__ import annotations

@@ -56,14 +56,7 @@ from typing import Any
 
 from rehearsal import upstream as up
 from rehearsal.applier import Rehearsal
-from rehearsal.deploy import (
-    Deployed,
-    DeployedCache,
-    apply_and_serve,
-    cache_nodes,
-    pulumi_volumes,
-    remove_volumes_everywhere,
-)
+from rehearsal.deploy import Deployed, DeployedCache, apply_and_serve, cache_nodes, destroy_leaving_nothing
 from rehearsal.localswarm import LocalSwarm
 from rehearsal.stack import place_caches
 from rehearsal.user_pull import cache_client, pull_as_user
@@ -328,9 +321,7 @@ class Bench:
         """Destroy the rehearsal, and the volumes Swarm made for its mounts on
         every node a cache ran on (which `pulumi destroy` leaves, with the
         cached layers)."""
-        volumes = pulumi_volumes(self.rehearsal)
-        self.rehearsal.destroy()
-        remove_volumes_everywhere(self.swarm, volumes, log=lambda _m: None)
+        destroy_leaving_nothing(self.rehearsal, self.swarm, log=lambda _m: None)
 
     def deploy(
         self, overrides: dict[str, Any] | None = None, caches: list[dict[str, Any]] | None = None

@@ -285,12 +285,15 @@ def remove_node_volumes(node: Node, names: list[str], log: Callable[[str], None]
             log(f"rehearse: removed volume {name} on {node.hostname} (pulumi destroy leaves it)")
 
 
-def destroy_leaving_nothing(rehearsal: Rehearsal, node: Node, log: Callable[[str], None] = print) -> None:
-    """`pulumi destroy`, then the volume Swarm made on the cache node for the
-    service's mount, which destroy leaves (with the cached layers)."""
+def destroy_leaving_nothing(
+    rehearsal: Rehearsal, swarm: LocalSwarm, log: Callable[[str], None] = print
+) -> None:
+    """`pulumi destroy`, then the volumes Swarm made for the services' mounts,
+    which destroy leaves (with the cached layers): on every node, as a stack's
+    caches may run on several."""
     volumes = pulumi_volumes(rehearsal)
     rehearsal.destroy()
-    remove_node_volumes(node, volumes, log=log)
+    remove_volumes_everywhere(swarm, volumes, log=log)
 
 
 def remove_volumes_everywhere(

@@ -125,7 +125,7 @@ def rehearsals(
     docker_client: Any, swarm: LocalSwarm, test_images: None, applied_log: list[str]
 ) -> Iterator[Any]:
     """Make Rehearsal objects; every one is destroyed after the test, pass or fail,
-    with the volumes Swarm made for it on the cache node."""
+    with the volumes Swarm made for it on any node."""
     from rehearsal.applier import Rehearsal
     from rehearsal.deploy import destroy_leaving_nothing
 
@@ -137,7 +137,7 @@ def rehearsals(
 
     yield make
     for r in reversed(made):
-        destroy_leaving_nothing(r, swarm.cache, log=lambda _m: None)
+        destroy_leaving_nothing(r, swarm, log=lambda _m: None)
 
 
 @pytest.fixture

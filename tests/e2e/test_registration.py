@@ -41,7 +41,7 @@ def test_up_registers_the_cache_and_destroy_removes_it_before_the_service(
     saved = next(r for r in rehearsal.state.to_json() if r["name"] == ENTRY)
     assert "token" not in saved["outputs"] and saved["outputs"]["name"] == "region-e2e"
 
-    destroy_leaving_nothing(rehearsal, swarm.cache, log=lambda _m: None)
+    destroy_leaving_nothing(rehearsal, swarm, log=lambda _m: None)
     assert rid not in registered(upstream)
     deleted = [line.split(" (")[0] for line in applied_log if line.startswith("deleted ")]
     assert deleted.index(f"deleted Registration {ENTRY}") < deleted.index(

@@ -323,19 +323,22 @@ class Bench:
         cached layers)."""
         destroy_leaving_nothing(self.rehearsal, self.swarm, log=lambda _m: None)
 
-    def deploy(
-        self, overrides: dict[str, Any] | None = None, caches: list[dict[str, Any]] | None = None
-    ) -> Deployed:
-        """The dev stack, or with `caches` the dev stack's values as the defaults of those caches."""
+    @staticmethod
+    def dev_stack(caches: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The dev stack as written, or with `caches` its values as the defaults of
+        those caches (the rehearsal places the caches from the stack as written)."""
         from rehearsal.engine import ROOT
         from tools.stack_file import read_stack
 
         stack = read_stack(ROOT / "stacks/Pulumi.dev.yaml")
-        if caches is not None:
-            # In the stack as written: the rehearsal places its caches from it.
-            stack = {**stack, "caches": caches}
+        return stack if caches is None else {**stack, "caches": caches}
+
+    def deploy(
+        self, overrides: dict[str, Any] | None = None, caches: list[dict[str, Any]] | None = None
+    ) -> Deployed:
+        """dev_stack(caches), applied with MSR behind `wan_cache`."""
         self.deployed = apply_and_serve(
-            self.rehearsal, stack, self.upstream, self.workdir / "cache",
+            self.rehearsal, self.dev_stack(caches), self.upstream, self.workdir / "cache",
             {
                 "msrHost": self.wan_cache.listen_host, "msrPort": self.wan_cache.port,
                 # MSR redirects a user's blob GETs to https://<cacheHost>:<cachePort>,
@@ -437,12 +440,7 @@ class Bench:
         cache_for = cache_client(cache_url, self.deployed.address, str(self.deployed.ca_file))
 
         def as_user(msr: Registry, repo: str, tag: str) -> float:
-            started = time.monotonic()
-            pulled = pull_as_user(msr, repo, tag, cache_for)
-            seconds = time.monotonic() - started
-            if pulled.from_msr:
-                raise RuntimeError(f"MSR served {repo}:{tag}'s blobs to {self.upstream.test_user} itself")
-            return seconds
+            return self.pull_as_tester(msr, repo, tag, cache_for)
 
         for i in range(p.runs):
             tag = str(i)
@@ -451,19 +449,19 @@ class Bench:
             up.push(self.upstream, "bench/api", tag, image)
             api["direct"].append(timed(lambda: regs["direct"].pull("bench/api", tag)))  # noqa: B023
             api["wan"].append(timed(lambda: regs["wan"].pull("bench/api", tag)))  # noqa: B023
-            before_bytes = self.wan_cache.bytes_down
-            before_gets = len(self.upstream.blob_gets())
-            api["userCold"].append(as_user(regs["wanUser"], "bench/api", tag))
-            self.settle()
-            cold_bytes.append(self.wan_cache.bytes_down - before_bytes)
-            cold_gets.append(len(self.upstream.blob_gets()) - before_gets)
+            seconds, sent, gets = self.fetched_by_caches(
+                lambda: as_user(regs["wanUser"], "bench/api", tag)  # noqa: B023
+            )
+            api["userCold"].append(seconds)
+            cold_bytes.append(sent)
+            cold_gets.append(gets)
             seen = self.over_wan_client(lambda: as_user(regs["wanUser"], "bench/api", tag))  # noqa: B023
             api["userWarm"].append(seen.seconds)
             warm["api"].append(seen)
             api["userWarmNoWan"].append(as_user(regs["directUser"], "bench/api", tag))
             api["cacheWarm"].append(timed(lambda: regs["cache"].pull("bench/api", tag)))  # noqa: B023
-            sent = cold_bytes[-1] / layer_size
-            self.log(f"  API pull {i + 1}: {timings(api)}; MSR sent the cache {sent:.2f}x the layer (cold)")
+            ratio = sent / layer_size
+            self.log(f"  API pull {i + 1}: {timings(api)}; MSR sent the cache {ratio:.2f}x the layer (cold)")
 
             image = random_image(p.size_mb)
             up.push(self.upstream, "bench/pull", tag, image)
@@ -511,6 +509,26 @@ class Bench:
             },
             "runs": {"api": api, "dockerPull": engine, "coldBytes": cold_bytes, "coldGets": cold_gets},
         }
+
+    def pull_as_tester(
+        self, msr: Registry, repo: str, tag: str, cache_for: Callable[[str], Registry]
+    ) -> float:
+        """Seconds for the test user's pull of repo:tag from `msr`, its blobs from
+        the cache MSR redirects to (`cache_for`); MSR serving any itself fails."""
+        started = time.monotonic()
+        pulled = pull_as_user(msr, repo, tag, cache_for)
+        seconds = time.monotonic() - started
+        if pulled.from_msr:
+            raise RuntimeError(f"MSR served {repo}:{tag}'s blobs to {self.upstream.test_user} itself")
+        return seconds
+
+    def fetched_by_caches(self, pull: Callable[[], float]) -> tuple[float, int, int]:
+        """`pull`'s time, and the bytes (over `wan_cache`) and blob GETs MSR served
+        the caches for it, once they have stored what they fetched (settle)."""
+        before, gets = self.wan_cache.bytes_down, len(self.upstream.blob_gets())
+        seconds = pull()
+        self.settle()
+        return seconds, self.wan_cache.bytes_down - before, len(self.upstream.blob_gets()) - gets
 
     def settle(self) -> None:
         """After a cold pull through the cache: until the cache has stored what it
@@ -591,10 +609,9 @@ class Bench:
         publish dev's port, so the rehearsal places them apart). Each
         cacheHost is its node's address, which MSR redirects to and this
         machine reaches."""
-        assert self.deployed is not None
-        port = self.deployed.address[1]
         entries: list[dict[str, Any]] = [{"name": "hub"}, {"name": "site", "upstream": "hub"}]
-        placed = place_caches({"cachePort": port, "caches": entries}, cache_nodes(self.swarm))
+        # Where the rehearsal will place them: the same stack, the same nodes.
+        placed = place_caches(self.dev_stack(entries), cache_nodes(self.swarm))
         for entry, nodes in zip(entries, placed, strict=True):
             entry["cacheHost"] = self.swarm.node(nodes[0]).address
         self.destroy()
@@ -619,25 +636,13 @@ class Bench:
         parent_warm_gets: list[int] = []
 
         def as_user(repo: str, tag: str) -> float:
-            started = time.monotonic()
-            pulled = pull_as_user(wan_user, repo, tag, through_site)
-            seconds = round(time.monotonic() - started, 3)
-            if pulled.from_msr:
-                raise RuntimeError(f"MSR served {repo}:{tag}'s blobs to {self.upstream.test_user} itself")
-            return seconds
-
-        def fetched_by_caches(pull: Callable[[], float]) -> tuple[float, int, int]:
-            """`pull`'s time, and the bytes and the blob GETs MSR served the caches for it."""
-            before, gets = self.wan_cache.bytes_down, len(self.upstream.blob_gets())
-            seconds = pull()
-            self.settle()
-            return seconds, self.wan_cache.bytes_down - before, len(self.upstream.blob_gets()) - gets
+            return round(self.pull_as_tester(wan_user, repo, tag, through_site), 3)
 
         for i in range(p.runs):
             # Both cold: the site fetches from the hub, the hub from MSR.
             cold = f"cold-{i}"
             up.push(self.upstream, "bench/chain", cold, random_image(p.size_mb))
-            seconds, sent, gets = fetched_by_caches(lambda: as_user("bench/chain", cold))  # noqa: B023
+            seconds, sent, gets = self.fetched_by_caches(lambda: as_user("bench/chain", cold))  # noqa: B023
             times["chainCold"].append(seconds)
             cold_bytes.append(sent)
             cold_gets.append(gets)
@@ -647,7 +652,7 @@ class Bench:
             up.push(self.upstream, "bench/chain", shared, random_image(p.size_mb))
             hub.registry().pull("bench/chain", shared)
             self.settle()
-            seconds, sent, gets = fetched_by_caches(lambda: as_user("bench/chain", shared))  # noqa: B023
+            seconds, sent, gets = self.fetched_by_caches(lambda: as_user("bench/chain", shared))  # noqa: B023
             times["chainParentWarm"].append(seconds)
             parent_warm_bytes.append(sent)
             parent_warm_gets.append(gets)

@@ -248,7 +248,7 @@ def up(args: argparse.Namespace) -> int:
     rehearsal.save(STATE, **rehearsal.extra)
     status = EXIT_FAILED
     try:
-        with _interrupts_raised():
+        with _interrupts_raised(rehearsal):
             say(f"rehearse: stack {name} ({shown(path)}): checked as written, no problem")
             where = f"{swarm.msr.hostname} ({swarm.msr.address}:{port})"
             say(f"rehearse: starting the upstream MSR stand-in on {where}")
@@ -474,14 +474,16 @@ class _AfterInterrupt(logging.Filter):
 
 
 @contextlib.contextmanager
-def _interrupts_raised() -> Iterator[None]:
+def _interrupts_raised(rehearsal: Any) -> Iterator[None]:
     """Ctrl-C, and SIGTERM (a CI job cancelled, `timeout`) like it, end the run
-    with KeyboardInterrupt, which `up` turns into a teardown."""
+    with KeyboardInterrupt, which `up` turns into a teardown: at once, or, while
+    the program is being applied, once the apply has stopped (Rehearsal.interrupt)."""
     quiet = _AfterInterrupt()
 
     def interrupt(_signum: int, _frame: FrameType | None) -> None:
         quiet.interrupted = True
-        raise KeyboardInterrupt
+        if rehearsal.interrupt():
+            raise KeyboardInterrupt
 
     asyncio_log = logging.getLogger("asyncio")
     asyncio_log.addFilter(quiet)

@@ -141,6 +141,9 @@ class ApplyMocks(RecordingMocks):
             self.resources.append(Registered(args.typ, args.name, dict(args.inputs), dict(args.inputs)))
             return None, dict(args.inputs)
         with self.lock:
+            if self.failure is None and self.ctx.stop.is_set():
+                # Interrupted: like `pulumi up` after Ctrl-C, start nothing new.
+                self.failure = "an interrupt"
             if self.failure is not None:
                 # Like `pulumi up`, create nothing more once a resource has failed.
                 # The run fails with that first error; an exception here as well
@@ -255,6 +258,8 @@ class Rehearsal:
         self.ctx = Context(client, log)
         self.stack = stack
         self.state = State()
+        self.applying = False
+        """True while `apply` runs the program (see `interrupt`)."""
         self.state_file = state_file
         self.extra = extra
 
@@ -263,28 +268,59 @@ class Rehearsal:
             self._write(self.state_file, state, self.extra)
 
     def apply(self, config: dict[str, Any], secret_keys: tuple[str, ...] = ()) -> Run:
-        """Run the program against the current state; returns what it registered and exported."""
+        """Run the program against the current state; returns what it registered
+        and exported. Interrupted (`interrupt`), it raises KeyboardInterrupt once
+        the program has run, with what was made in the state."""
+        self.applying = True
+        try:
+            run = self._apply(config, secret_keys)
+        finally:
+            self.applying = False
+        if self.ctx.stop.is_set():
+            # Interrupted after the run's last registration: what it made is in the state.
+            raise KeyboardInterrupt
+        return run
+
+    def interrupt(self) -> bool:
+        """Ctrl-C or SIGTERM, taken as `pulumi up` takes it: nothing new is
+        started and a wait for a resource gives up; `apply` then ends with
+        KeyboardInterrupt. True when no apply is running, so the caller may
+        raise KeyboardInterrupt at once: raised inside the program's run, it
+        would leave Pulumi's runtime waiting for its RPCs for ever."""
+        self.ctx.stop.set()
+        return not self.applying
+
+    def _apply(self, config: dict[str, Any], secret_keys: tuple[str, ...]) -> Run:
         mocks = ApplyMocks(self.ctx, self.state, self._persist)
         try:
             run = run_program(config, secret_keys=secret_keys, stack=self.stack, base={}, mocks=mocks)
         except BaseException:
-            # Keep everything that exists (new, updated, replaced, not reached) so
-            # destroy can remove it; nothing is deleted after a failed run. The
-            # lock waits for a registration still in progress in another thread.
-            with mocks.lock:
-                mocks.failure = mocks.failure or "the program"
-                self.state = mocks.state_after()[0]
-            self._persist(self.state)
+            self._keep(mocks)
+            if self.ctx.stop.is_set():
+                raise KeyboardInterrupt from None
             if mocks.error is not None:
                 # The resource that failed, not one refused after it.
                 _REPORTED.errors.append(mocks.error)
                 raise mocks.error from None
             raise
+        if self.ctx.stop.is_set():
+            self._keep(mocks)
+            raise KeyboardInterrupt
         self.state, doomed = mocks.state_after()
         _delete(self.ctx, doomed)
         self.state = State([r for r in self.state.resources if r not in doomed])
         self._persist(self.state)
         return run
+
+    def _keep(self, mocks: ApplyMocks) -> None:
+        """After a failed or interrupted run: keep everything that exists (new,
+        updated, replaced, not reached) so destroy can remove it; nothing is
+        deleted. The lock waits for a registration still in progress in
+        another thread."""
+        with mocks.lock:
+            mocks.failure = mocks.failure or "the program"
+            self.state = mocks.state_after()[0]
+        self._persist(self.state)
 
     def refresh(self) -> list[str]:
         """`pulumi refresh`: each resource whose provider can read it is read

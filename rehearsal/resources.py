@@ -21,6 +21,7 @@ import datetime as dt
 import ipaddress
 import secrets
 import string
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ class Context:
     client: Any
     """docker.DockerClient for the swarm manager."""
     log: Log
+    stop: threading.Event = field(default_factory=threading.Event)
+    """Set when the run is interrupted (Ctrl-C): a wait for a resource to be
+    ready gives up, as `pulumi up` stops waiting on in-flight operations."""
 
 
 @dataclass
@@ -579,6 +583,8 @@ class Service:
         last = "no task yet"
         wanted = ((inputs.get("mode") or {}).get("replicated") or {}).get("replicas") or 1
         while time.monotonic() < deadline:
+            if ctx.stop.is_set():
+                raise RuntimeError(f"interrupted while waiting for service {service_id}'s tasks to run")
             service = ctx.client.api.inspect_service(service_id)
             update_state = (service.get("UpdateStatus") or {}).get("State")
             if update_state in ("paused", "rollback_completed", "rollback_paused"):

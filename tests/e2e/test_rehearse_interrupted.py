@@ -59,14 +59,23 @@ def assert_nothing_left(docker_client: Any, swarm: LocalSwarm, tmp_path: Path) -
     assert not state.exists() or list(state.iterdir()) == [], list(state.iterdir())
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize(
+    ("sig", "marker"),
+    [
+        # The service exists and the run goes on to register the cache: mid-way.
+        (signal.SIGINT, "created Service"),
+        (signal.SIGTERM, "created Service"),
+        # Early in the program's run, most resources still to come.
+        (signal.SIGINT, "created Secret"),
+    ],
+    ids=["ctrl-c", "sigterm", "ctrl-c-early-in-the-apply"],
+)
 def test_an_interrupted_rehearsal_removes_what_it_made(
-    tmp_path: Path, docker_client: Any, swarm: LocalSwarm, test_images: None, sig: signal.Signals
+    tmp_path: Path, docker_client: Any, swarm: LocalSwarm, test_images: None, sig: signal.Signals, marker: str
 ) -> None:
     proc = start(tmp_path)
     try:
-        # The service exists and the run waits for the cache: mid-way.
-        before = read_until(proc, "created Service")
+        before = read_until(proc, marker)
         proc.send_signal(sig)
         rest, _ = proc.communicate(timeout=180)
     finally:

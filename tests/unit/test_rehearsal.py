@@ -581,3 +581,45 @@ def test_caches_encrypted_whole_cannot_be_rehearsed() -> None:
 
     with pytest.raises(Unrehearsable, match="encrypted whole"):
         for_local_swarm({"caches": SECURE}, UPSTREAM, "vm", image=STAND_IN)
+
+
+# --- interrupted ------------------------------------------------------------------
+
+
+class _InterruptingHandler:
+    """Makes each resource from its inputs; interrupts the rehearsal while the
+    first one is being made, as Ctrl-C lands in the middle of an apply."""
+
+    def __init__(self, rehearsal: Any) -> None:
+        self.rehearsal = rehearsal
+        self.made: list[str] = []
+        self.raise_at_once: list[bool] = []
+
+    def create(self, _ctx: Context, name: str, inputs: dict[str, Any]) -> Created:
+        if not self.made:
+            self.raise_at_once.append(self.rehearsal.interrupt())
+        self.made.append(name)
+        return Created(f"{name}-id", dict(inputs))
+
+
+def test_an_interrupt_during_an_apply_starts_nothing_more_and_ends_it_in_keyboard_interrupt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Raised inside the program's run, KeyboardInterrupt would leave Pulumi's
+    runtime waiting for its RPCs for ever (seen: a Ctrl-C'd rehearsal hung).
+    Instead the resource in progress is finished, nothing after it starts, and
+    apply raises KeyboardInterrupt with that resource in the state."""
+    from rehearsal import applier
+    from rehearsal.engine import BASE_CONFIG
+
+    rehearsal = applier.Rehearsal(None, "dev", log=lambda _m: None)
+    handler = _InterruptingHandler(rehearsal)
+    monkeypatch.setattr(applier, "handler_for", lambda _typ: handler)
+
+    with pytest.raises(KeyboardInterrupt):
+        rehearsal.apply(dict(BASE_CONFIG))
+
+    assert handler.raise_at_once == [False], "during an apply the caller must not raise"
+    assert len(handler.made) == 1
+    assert [r.name for r in rehearsal.state.resources] == handler.made
+    assert not rehearsal.applying and rehearsal.interrupt(), "after it, the caller raises at once"

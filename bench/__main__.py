@@ -124,6 +124,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, float | None, float | None,
         for case in cost["cases"]:
             name = f"program run, {case['caches']} cache(s) in one program"
             out.append((name, case["seconds"], floor, "s"))
+        for case in cost.get("sdkFloor", []):
+            name = f"SDK floor, {case['caches']} cache(s), resources only"
+            out.append((name, case["seconds"], floor, "s"))
     return out
 
 

@@ -29,6 +29,12 @@ would dominate the one-cache figure; the real provider makes keys in its
 plugin process, not in the program's. The certificate mock still signs one real
 certificate per cache (ECDSA, well under a millisecond).
 
+`SDK floor, N caches` (`sdkFloor`) is `bench.sdk_floor`: the same N caches'
+resources (types, names, parents, provider classes) with minimal inputs and none of
+the program's work, under the same mocks and after the same imports. Its own `x 1
+cache` is the least any program registering these resources could reach here;
+`ratioToFloor` on a program case is its time over the floor's for as many caches.
+
     python -m bench.program_cost [--runs 3] [--caches 1 10 50] [--json out.json]
 """
 
@@ -48,6 +54,7 @@ from typing import Any
 
 import pulumi
 
+from bench import sdk_floor
 from rehearsal import engine as program
 from rehearsal import pki
 
@@ -58,6 +65,7 @@ COMPONENT_PREFIX = "msrcache:index:"
 PROVIDER_SDKS = ("pulumi", "pulumi_docker", "pulumi_tls", "pulumi_random")
 FLOOR_CODE = f"import time\nimport {', '.join(PROVIDER_SDKS)}\nprint(time.time())"
 CHILD_TIMEOUT = 900
+FLOOR_CASE = "floor:"
 
 
 @functools.cache
@@ -100,6 +108,20 @@ def run_main() -> FastMocks:
     return mocks
 
 
+def run_floor(n: int) -> FastMocks:
+    """`bench.sdk_floor` for `n` caches under FastMocks; the mocks hold what it registered."""
+    mocks = FastMocks()
+    pulumi.runtime.set_mocks(mocks, project=program.PROJECT, stack=STACK, preview=False)
+
+    @pulumi.runtime.test
+    def body() -> pulumi.Output[int]:
+        sdk_floor.register(n)
+        return pulumi.Output.from_input(n)
+
+    body()
+    return mocks
+
+
 def _counts(mocks: program.RecordingMocks) -> dict[str, int]:
     custom = sum(1 for r in mocks.resources if not r.typ.startswith(COMPONENT_PREFIX))
     return {"resources": len(mocks.resources), "customResources": custom}
@@ -113,7 +135,12 @@ def _worker(case: str) -> None:
     import components.settings  # noqa: F401
 
     imported = time.time()
-    mocks = run_main() if case == "main" else run_caches(int(case))
+    if case == "main":
+        mocks = run_main()
+    elif case.startswith(FLOOR_CASE):
+        mocks = run_floor(int(case.removeprefix(FLOOR_CASE)))
+    else:
+        mocks = run_caches(int(case))
     done = time.time()
     print(json.dumps({"importedAt": imported, "doneAt": done, **_counts(mocks)}))
 
@@ -172,23 +199,34 @@ def measure(ns: tuple[int, ...] = (1, 10, 50), runs: int = 3) -> dict[str, Any]:
     components and resolving their outputs); `ratioToImport` is `seconds` over
     `importFloorSeconds`; `ratioToOneCache` is `seconds` over the one-cache case's
     (None when 1 is not in `ns`). `mainProgram` is the same for `__main__.py` via
-    run_program.
+    run_program. `sdkFloor` holds the same figures for `bench.sdk_floor` with each
+    number of caches, its `ratioToOneCache` against its own one-cache case; each
+    program case's `ratioToFloor` is its `seconds` over the floor's for as many
+    caches.
     """
     if runs < 1 or not ns or min(ns) < 1:
         raise ValueError("runs and every number of caches must be at least 1")
     floors: list[float] = []
-    per_case: dict[str, list[dict[str, Any]]] = {"main": [], **{str(n): [] for n in ns}}
+    per_case: dict[str, list[dict[str, Any]]] = {
+        "main": [],
+        **{str(n): [] for n in ns},
+        **{f"{FLOOR_CASE}{n}": [] for n in ns},
+    }
     for _ in range(runs):
         floors.append(_import_floor())
         for case, results in per_case.items():
             results.append(_case(case))
     floor = round(statistics.median(floors), 4)
     main = _summary(1, per_case.pop("main"), floor)
+    sdk = [_summary(n, per_case.pop(f"{FLOOR_CASE}{n}"), floor) for n in ns]
     cases = [_summary(int(case), results, floor) for case, results in per_case.items()]
-    one = next((c["seconds"] for c in cases if c["caches"] == 1), None)
-    for c in cases:
-        # Issue 13's measure: N caches against one, both built the same way.
-        c["ratioToOneCache"] = None if one is None else round(c["seconds"] / one, 3)
+    for group in (cases, sdk):
+        one = next((c["seconds"] for c in group if c["caches"] == 1), None)
+        for c in group:
+            # Issue 13's measure: N caches against one, both built the same way.
+            c["ratioToOneCache"] = None if one is None else round(c["seconds"] / one, 3)
+    for c, f in zip(cases, sdk, strict=True):
+        c["ratioToFloor"] = round(c["seconds"] / f["seconds"], 3)
     return {
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
@@ -200,13 +238,15 @@ def measure(ns: tuple[int, ...] = (1, 10, 50), runs: int = 3) -> dict[str, Any]:
         "casesProgram": "__main__.py, msr-cache:caches listing N entries, via rehearsal.engine.run_program",
         "cases": cases,
         "mainProgram": {**main, "program": "__main__.py via rehearsal.engine.run_program"},
+        "sdkFloor": sdk,
+        "sdkFloorProgram": "bench.sdk_floor: the same resources, minimal inputs, none of the program's work",
     }
 
 
 def table(results: dict[str, Any]) -> str:
     head = (
         f"{'case':<28} {'resources':>9} {'total s':>8} {'imports s':>9} {'eval s':>8} {'x floor':>8} "
-        f"{'x 1 cache':>9}"
+        f"{'x 1 cache':>9} {'x SDK':>6}"
     )
     lines = [
         f"program evaluation under mocks, median of {results['runs']} fresh interpreter(s)",
@@ -217,11 +257,13 @@ def table(results: dict[str, Any]) -> str:
     ]
     rows = [("__main__.py (1 cache)", results["mainProgram"])]
     rows += [(f"{c['caches']} cache(s) in caches", c) for c in results["cases"]]
+    rows += [(f"SDK floor, {c['caches']} cache(s)", c) for c in results["sdkFloor"]]
     for name, c in rows:
         one = "" if c.get("ratioToOneCache") is None else f"{c['ratioToOneCache']:.2f}"
+        sdk = "" if c.get("ratioToFloor") is None else f"{c['ratioToFloor']:.2f}"
         lines.append(
             f"{name:<28} {c['resources']:>9} {c['seconds']:>8.3f} {c['importSeconds']:>9.3f} "
-            f"{c['evaluationSeconds']:>8.3f} {c['ratioToImport']:>8.2f} {one:>9}"
+            f"{c['evaluationSeconds']:>8.3f} {c['ratioToImport']:>8.2f} {one:>9} {sdk:>6}"
         )
     return "\n".join(lines)
 

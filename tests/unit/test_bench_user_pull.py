@@ -141,3 +141,19 @@ def test_the_table_reports_every_chained_pull_the_bench_measures() -> None:
 
 def test_a_bench_without_the_chain_has_no_chained_row() -> None:
     assert not [m for m, *_ in rows(results()) if "chained" in m]
+
+
+def test_the_table_sets_the_program_and_its_sdk_floor_against_the_bare_import() -> None:
+    def case(n: int, seconds: float) -> dict[str, float | int]:
+        return {"caches": n, "seconds": seconds}
+
+    cost = {
+        "importFloorSeconds": 0.4,
+        "mainProgram": case(1, 0.6),
+        "cases": [case(1, 0.6), case(50, 1.8)],
+        "sdkFloor": [case(1, 0.55), case(50, 1.7)],
+    }
+    found = {m: (v, f) for m, v, f, _ in rows({"programCost": cost})}
+    assert found["program run, 50 cache(s) in one program"] == (1.8, 0.4)
+    assert found["SDK floor, 50 cache(s), resources only"] == (1.7, 0.4)
+    assert found["SDK floor, 1 cache(s), resources only"] == (0.55, 0.4)

@@ -245,7 +245,7 @@ def measure(ns: tuple[int, ...] = (1, 10, 50), runs: int = 3) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     head = (
-        f"{'case':<28} {'resources':>9} {'total s':>8} {'imports s':>9} {'eval s':>8} {'x floor':>8} "
+        f"{'case':<28} {'resources':>9} {'total s':>8} {'imports s':>9} {'eval s':>8} {'x import':>8} "
         f"{'x 1 cache':>9} {'x SDK':>6}"
     )
     lines = [

@@ -55,13 +55,13 @@ from typing import Any
 import pulumi
 
 from bench import sdk_floor
+from bench.sdk_floor import COMPONENT_PREFIX
 from rehearsal import engine as program
 from rehearsal import pki
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = "dev"
 PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
-COMPONENT_PREFIX = "msrcache:index:"
 PROVIDER_SDKS = ("pulumi", "pulumi_docker", "pulumi_tls", "pulumi_random")
 FLOOR_CODE = f"import time\nimport {', '.join(PROVIDER_SDKS)}\nprint(time.time())"
 CHILD_TIMEOUT = 900

@@ -25,12 +25,13 @@ import pulumi_tls as tls
 
 from components.node_label import NodeLabel
 
-COMPONENT = "msrcache:index:"
+COMPONENT_PREFIX = "msrcache:index:"
+"""The type token prefix of the program's components."""
 
 
 class _Component(pulumi.ComponentResource):
     def __init__(self, kind: str, name: str, parent: pulumi.Resource | None = None) -> None:
-        super().__init__(f"{COMPONENT}{kind}", name, None, pulumi.ResourceOptions(parent=parent))
+        super().__init__(f"{COMPONENT_PREFIX}{kind}", name, None, pulumi.ResourceOptions(parent=parent))
         self.register_outputs({})
 
 
